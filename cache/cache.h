@@ -1,0 +1,194 @@
+/*
+ * cache.h — Sluice's content store, on LMDB.
+ *
+ * One LMDB environment (DIR/data.mdb) holds:
+ *   blobs      content addressed by SHA-256 (32 raw bytes), stored as chunks of
+ *              CACHE_CHUNK_SIZE bytes (the last one shorter) under the key
+ *              digest || big-endian u32 index, plus one metadata record per
+ *              blob (size, chunk count, state, times).
+ *   manifests  by digest: media type and body.
+ *   tags       "repository\0tag" -> manifest digest and the time (unix
+ *              seconds) it was last confirmed by the upstream.
+ *   referrers  subject digest || referrer digest -> the referrer's descriptor
+ *              (a JSON object as the OCI referrers API lists it).
+ *
+ * States of a blob. cache_blob_begin creates a PARTIAL record; chunks are then
+ * appended in order, each in its own write transaction so a large blob never
+ * needs a large transaction or memory. A PARTIAL blob is never returned by
+ * cache_blob_stat as servable: it becomes COMPLETE only through
+ * cache_blob_complete, which the caller invokes after it has verified the
+ * digest of exactly the appended bytes. A crash leaves at most a PARTIAL
+ * record and its chunks, which cache_blob_partial reports (so a rerun can
+ * resume) and cache_blob_delete removes. LMDB's copy-on-write commits make
+ * every state change atomic: a kill -9 at any point leaves the store
+ * consistent.
+ *
+ * Readers and writers. LMDB allows one writer and any number of readers that
+ * never block each other. All write functions (cache_*_put, cache_blob_*
+ * writes, cache_touch) run a write transaction and may block on the LMDB
+ * writer lock and on fsync: call them from a writer thread, never from an
+ * event loop. Readers use a snapshot (a read transaction, MDB_NOTLS, so it is
+ * not tied to a thread). Pointers returned through a snapshot point into
+ * LMDB's read-only map and stay valid until the snapshot's last reference is
+ * dropped; they must not be written through.
+ *
+ * Zero-copy. Every value lives contiguously in the data file, so a chunk can
+ * also be sent with sendfile(2) from cache_data_fd() at the returned file
+ * offset, without the bytes passing through user space, while the snapshot
+ * is held.
+ *
+ * Errors: functions return CACHE_OK (0) or a negative cache_status; where an
+ * err buffer is given, a human-readable reason is written to it.
+ */
+#ifndef SLUICE_CACHE_H
+#define SLUICE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CACHE_DIGEST_LEN 32
+#define CACHE_CHUNK_SIZE (1u << 20)
+
+typedef enum {
+    CACHE_OK = 0,
+    CACHE_NOTFOUND = -1,
+    CACHE_CORRUPT = -2,  /* stored bytes do not match their digest or record */
+    CACHE_FULL = -3,     /* map full even after growing it */
+    CACHE_INVALID = -4,  /* bad argument (e.g. chunk out of order) */
+    CACHE_IO = -5,       /* any other LMDB or system error */
+} cache_status;
+
+typedef struct cache cache;
+typedef struct cache_snapshot cache_snapshot;
+
+typedef struct {
+    uint64_t map_size;    /* initial LMDB map size in bytes; 0 = 1 GiB. It grows
+                             (doubling) when a write finds it full. */
+    unsigned max_readers; /* 0 = 4096 */
+    int no_sync;          /* nonzero: MDB_NOSYNC (tests only; loses durability) */
+} cache_options;
+
+/* Opens (creating if needed) the store in directory dir. */
+cache_status cache_open(cache **out, const char *dir, const cache_options *opts, char *err,
+                        size_t errlen);
+/* Closes the store. Every snapshot must have been released. */
+void cache_close(cache *c);
+
+/* ---- snapshots (readers) ---- */
+
+/* A new snapshot with one reference, or NULL on failure (e.g. readers full). */
+cache_snapshot *cache_snapshot_new(cache *c);
+void cache_snapshot_ref(cache_snapshot *s);
+/* Drops a reference; the read transaction ends with the last one. Thread-safe. */
+void cache_snapshot_unref(cache_snapshot *s);
+/* For a reader that keeps one snapshot per thread in *slot: returns *slot if it
+ * still sees the latest committed write, else replaces it with a fresh one
+ * (dropping the slot's reference to the old one, which lives on while others
+ * hold it). The returned snapshot is owned by the slot: ref it to keep it past
+ * the next call. NULL on failure. */
+cache_snapshot *cache_snapshot_current(cache *c, cache_snapshot **slot);
+
+/* ---- blobs ---- */
+
+typedef enum { CACHE_BLOB_PARTIAL = 1, CACHE_BLOB_COMPLETE = 2 } cache_blob_state;
+
+typedef struct {
+    cache_blob_state state;
+    uint64_t size;       /* COMPLETE: total size; PARTIAL: bytes appended so far */
+    uint32_t chunks;     /* chunks stored */
+    uint64_t created;    /* unix seconds */
+    uint64_t accessed;   /* unix seconds, as last recorded by cache_touch */
+} cache_blob_info;
+
+/* CACHE_OK and *info for a blob in either state; CACHE_NOTFOUND otherwise. */
+cache_status cache_blob_stat(cache_snapshot *s, const uint8_t digest[CACHE_DIGEST_LEN],
+                             cache_blob_info *info);
+
+/* Chunk `index` of a blob (either state): pointer into the map, its length,
+ * and its byte offset within cache_data_fd(). */
+cache_status cache_blob_chunk(cache_snapshot *s, const uint8_t digest[CACHE_DIGEST_LEN],
+                              uint32_t index, const void **data, size_t *len,
+                              uint64_t *file_offset);
+
+/* The data file's descriptor, for sendfile at offsets from cache_blob_chunk. */
+int cache_data_fd(cache *c);
+
+/* Starts (or, if a PARTIAL record exists, keeps) a PARTIAL blob. A COMPLETE
+ * blob is left as it is and CACHE_OK is returned with *already_complete = 1. */
+cache_status cache_blob_begin(cache *c, const uint8_t digest[CACHE_DIGEST_LEN],
+                              int *already_complete);
+/* Appends chunk `index` (must equal the current chunk count; every chunk but
+ * the last must be exactly CACHE_CHUNK_SIZE bytes). */
+cache_status cache_blob_append(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint32_t index,
+                               const void *data, size_t len);
+/* Marks a PARTIAL blob COMPLETE; the caller has verified that the appended
+ * bytes hash to digest. size must equal the bytes appended. */
+cache_status cache_blob_complete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint64_t size);
+/* Removes a blob (either state) and all its chunks. CACHE_NOTFOUND if absent. */
+cache_status cache_blob_delete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);
+/* Re-reads a COMPLETE blob and checks its SHA-256 (CPU and I/O heavy: not on
+ * an event loop). CACHE_CORRUPT if it does not match. */
+cache_status cache_blob_verify(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);
+
+/* ---- manifests ---- */
+
+/* Stores a manifest (caller verified that body hashes to digest). Replacing
+ * an identical record is a no-op. */
+cache_status cache_manifest_put(cache *c, const uint8_t digest[CACHE_DIGEST_LEN],
+                                const char *media_type, const void *body, size_t len);
+/* media_type is NUL-terminated; both pointers live as long as the snapshot. */
+cache_status cache_manifest_get(cache_snapshot *s, const uint8_t digest[CACHE_DIGEST_LEN],
+                                const char **media_type, const void **body, size_t *len);
+cache_status cache_manifest_delete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);
+
+/* ---- tags ---- */
+
+cache_status cache_tag_put(cache *c, const char *repo, const char *tag,
+                           const uint8_t digest[CACHE_DIGEST_LEN], uint64_t confirmed_at);
+cache_status cache_tag_get(cache_snapshot *s, const char *repo, const char *tag,
+                           uint8_t digest[CACHE_DIGEST_LEN], uint64_t *confirmed_at);
+/* Calls fn for each tag of repo in byte order, starting after `last` (NULL =
+ * from the first), at most n tags (0 = no limit). fn returning nonzero stops
+ * the walk. Returns the number of tags passed to fn, or a negative status. */
+typedef int (*cache_tag_fn)(void *arg, const char *tag, size_t taglen);
+int cache_tag_list(cache_snapshot *s, const char *repo, const char *last, size_t n,
+                   cache_tag_fn fn, void *arg);
+
+/* ---- referrers ---- */
+
+/* Records that `referrer` (a manifest) has subject `subject`; descriptor_json
+ * is the referrer's OCI descriptor as the referrers API lists it. */
+cache_status cache_referrer_put(cache *c, const uint8_t subject[CACHE_DIGEST_LEN],
+                                const uint8_t referrer[CACHE_DIGEST_LEN],
+                                const char *descriptor_json, size_t len);
+typedef int (*cache_referrer_fn)(void *arg, const uint8_t referrer[CACHE_DIGEST_LEN],
+                                 const char *descriptor_json, size_t len);
+int cache_referrer_list(cache_snapshot *s, const uint8_t subject[CACHE_DIGEST_LEN],
+                        cache_referrer_fn fn, void *arg);
+
+/* ---- access times and statistics ---- */
+
+/* Records an access time for a blob or manifest (one small write). */
+cache_status cache_touch(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint64_t when);
+
+typedef struct {
+    uint64_t map_size;      /* current LMDB map size */
+    uint64_t used_bytes;    /* pages in use * page size */
+    uint64_t blobs;         /* COMPLETE blobs */
+    uint64_t blob_bytes;    /* their total size */
+    uint64_t partial_blobs;
+    uint64_t manifests;
+    uint64_t tags;
+} cache_stats;
+
+cache_status cache_stat(cache *c, cache_stats *out);
+
+/* Calls fn for each PARTIAL blob (for resuming or cleaning up after a crash). */
+typedef int (*cache_partial_fn)(void *arg, const uint8_t digest[CACHE_DIGEST_LEN],
+                                const cache_blob_info *info);
+int cache_blob_partial(cache *c, cache_partial_fn fn, void *arg);
+
+/* A static string naming a status. */
+const char *cache_strerror(cache_status st);
+
+#endif

@@ -1,0 +1,1129 @@
+/*
+ * routes.c — the downstream API on a worker's event loop.
+ *
+ * Every request gets a reqctx. Requests answered from the cache (the hot
+ * path) are answered at once: manifests are copied (they are small), blobs
+ * go out as file segments of LMDB's data file (sendfile, no copy through
+ * user space) while a reference on the worker's read snapshot keeps those
+ * pages from being reused. A miss joins or starts a transfer (transfer.h)
+ * and becomes a waiter: its wake event is activated by the producers, and
+ * the pump sends whatever is newly available, one piece at a time, the next
+ * piece only when evhttp has written the previous one (so a slow client
+ * costs no memory). All evhttp calls happen in this file, on the loop thread,
+ * from event callbacks we own (never inside evhttp's own callbacks), so a
+ * connection can be dropped safely when a transfer fails mid-body.
+ *
+ * The first time this process serves a cached blob, the cache writer thread
+ * re-hashes it (invariant 3); a corrupt blob is deleted and fetched again.
+ */
+#include "routes.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "metrics.h"
+#include "oci.h"
+#include "transfer.h"
+#include "verify.h"
+
+#define MAX_SMALL_BODY (4u << 20)
+
+typedef struct reqctx reqctx;
+typedef void (*wake_fn)(reqctx *c);
+typedef void (*small_done_fn)(reqctx *c);
+
+struct reqctx {
+    atomic_int refs;
+    worker *w;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    metrics_route route;
+    int status;
+    uint64_t bytes;
+    struct timespec start;
+    const char *cache_result;
+    int head;
+    int logged;
+    const char *method;
+    char uri[512];
+    oci_route r;
+    const config_upstream *up;
+    char repo_key[600];
+    struct evkeyvalq query;
+    int have_query;
+
+    struct event *wake;
+    wake_fn on_wake;
+    int client_gone;
+
+    /* waiting on a transfer */
+    transfer *t;
+    transfer_waiter tw;
+    uint64_t offset, end; /* next byte to send, end of range (exclusive) */
+    int ranged;
+    uint64_t range_first, range_last;
+    int headers_sent, write_pending;
+
+    /* waiting on a small upstream fetch or a writer job */
+    small_done_fn small_done;
+    upstream_result small_result;
+    upstream_response small_resp;
+    char *small_body;
+    size_t small_len;
+    int job_result;
+};
+
+static void serve_blob(reqctx *c);
+static void serve_manifest(reqctx *c);
+
+/* ---------- the set of blobs verified since start ---------- */
+
+typedef struct verified_set {
+    pthread_mutex_t mu;
+    uint8_t (*items)[32];
+    size_t n, cap;
+} verified_set;
+
+static verified_set g_verified = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+
+static int verified_has(const uint8_t d[32])
+{
+    int found = 0;
+    pthread_mutex_lock(&g_verified.mu);
+    for (size_t i = 0; i < g_verified.n && !found; i++)
+        found = memcmp(g_verified.items[i], d, 32) == 0;
+    pthread_mutex_unlock(&g_verified.mu);
+    return found;
+}
+
+static void verified_add(const uint8_t d[32])
+{
+    pthread_mutex_lock(&g_verified.mu);
+    if (g_verified.n == g_verified.cap) {
+        size_t cap = g_verified.cap ? g_verified.cap * 2 : 64;
+        void *p = realloc(g_verified.items, cap * 32);
+        if (!p)
+            abort();
+        g_verified.items = p;
+        g_verified.cap = cap;
+    }
+    memcpy(g_verified.items[g_verified.n++], d, 32);
+    pthread_mutex_unlock(&g_verified.mu);
+}
+
+void routes_cleanup(void)
+{
+    pthread_mutex_lock(&g_verified.mu);
+    free(g_verified.items);
+    g_verified.items = NULL;
+    g_verified.n = g_verified.cap = 0;
+    pthread_mutex_unlock(&g_verified.mu);
+}
+
+/* ---------- request context ---------- */
+
+static void ctx_unref(reqctx *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    if (c->wake)
+        event_free(c->wake);
+    if (c->have_query)
+        evhttp_clear_headers(&c->query);
+    free(c->small_body);
+    atomic_fetch_sub(&g_metrics.requests_in_progress, 1);
+    free(c);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    reqctx *c = arg;
+    if (c->on_wake)
+        c->on_wake(c);
+}
+
+static void log_request(reqctx *c)
+{
+    if (c->logged)
+        return;
+    c->logged = 1;
+    metrics_count_request(c->route, c->status);
+    if (!atomic_load(&c->w->d->log_requests))
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double ms = (double)(now.tv_sec - c->start.tv_sec) * 1e3 +
+                (double)(now.tv_nsec - c->start.tv_nsec) / 1e6;
+    log_info("request", "method=%s path=\"%s\" status=%d bytes=%llu ms=%.2f cache=%s route=%s",
+             c->method, c->uri, c->status, (unsigned long long)c->bytes, ms,
+             c->cache_result ? c->cache_result : "-", metrics_route_name(c->route));
+}
+
+/* The client closed its connection: evhttp has detached c->req from it. */
+static void conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    reqctx *c = arg;
+    c->client_gone = 1;
+    c->evcon = NULL;
+    event_active(c->wake, EV_READ, 0);
+}
+
+static void watch_close(reqctx *c)
+{
+    c->evcon = evhttp_request_get_connection(c->req);
+    if (c->evcon)
+        evhttp_connection_set_closecb(c->evcon, conn_closed, c);
+}
+
+static void unwatch_close(reqctx *c)
+{
+    if (c->evcon)
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+    c->evcon = NULL;
+}
+
+/* Ends the request: c->req is answered or freed, and forgotten. */
+static void finish(reqctx *c)
+{
+    log_request(c);
+    unwatch_close(c);
+    if (c->client_gone && c->req)
+        evhttp_send_reply_end(c->req); /* detached by evhttp: this frees it */
+    c->req = NULL;
+    c->on_wake = NULL;
+    if (c->t) {
+        pthread_mutex_lock(&c->t->mu);
+        transfer_remove_waiter(c->t, &c->tw);
+        pthread_mutex_unlock(&c->t->mu);
+        transfer_unref(c->t);
+        c->t = NULL;
+    }
+    ctx_unref(c);
+}
+
+/* ---------- responses ---------- */
+
+static void add_header(reqctx *c, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(c->req), name, value);
+}
+
+static void add_header_u64(reqctx *c, const char *name, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    add_header(c, name, buf);
+}
+
+static void add_digest_headers(reqctx *c, const uint8_t digest[32])
+{
+    char hex[VERIFY_DIGEST_TEXT_LEN], etag[VERIFY_DIGEST_TEXT_LEN + 2];
+    verify_digest_format(digest, hex);
+    snprintf(etag, sizeof(etag), "\"%s\"", hex);
+    add_header(c, "Docker-Content-Digest", hex);
+    add_header(c, "ETag", etag);
+}
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 416: return "Range Not Satisfiable";
+    case 429: return "Too Many Requests";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Internal Server Error";
+    }
+}
+
+/* Sends a complete response; body may be NULL. Ends the request. */
+static void reply(reqctx *c, int status, struct evbuffer *body)
+{
+    c->status = status;
+    if (body && !c->head)
+        c->bytes += evbuffer_get_length(body);
+    METRIC_ADD(bytes_served, c->head || !body ? 0 : evbuffer_get_length(body));
+    struct evbuffer *empty = NULL;
+    if (c->head || !body) {
+        empty = evbuffer_new();
+        body = empty;
+    }
+    unwatch_close(c);
+    evhttp_send_reply(c->req, status, reason_of(status), body);
+    if (empty)
+        evbuffer_free(empty);
+    finish(c);
+}
+
+static void reply_json(reqctx *c, int status, const char *json, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, json, len);
+    add_header(c, "Content-Type", "application/json");
+    add_header_u64(c, "Content-Length", len);
+    reply(c, status, b);
+    evbuffer_free(b);
+}
+
+static void reply_error(reqctx *c, int status, const char *code, const char *message)
+{
+    json_t *doc = json_pack("{s:[{s:s,s:s}]}", "errors", "code", code, "message", message);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    reply_json(c, status, text, strlen(text));
+    free(text);
+}
+
+static void reply_upstream_error(reqctx *c, upstream_result r, const char *unknown_code,
+                                 const char *detail)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "upstream: %s%s%s", upstream_result_name(r), detail ? ": " : "",
+             detail ? detail : "");
+    switch (r) {
+    case UPSTREAM_NOT_FOUND: reply_error(c, 404, unknown_code, msg); break;
+    case UPSTREAM_TOO_MANY: reply_error(c, 429, "TOOMANYREQUESTS", msg); break;
+    case UPSTREAM_TIMEOUT: reply_error(c, 504, "UNAVAILABLE", msg); break;
+    case UPSTREAM_CANCELLED: reply_error(c, 503, "UNAVAILABLE", msg); break;
+    default: reply_error(c, 502, "UNAVAILABLE", msg); break;
+    }
+}
+
+/* Drops the client's connection mid-body: it sees a short read, never a
+ * complete body with wrong bytes. */
+static void abort_response(reqctx *c)
+{
+    c->status = 502;
+    struct evhttp_connection *evcon = c->evcon;
+    unwatch_close(c);
+    log_request(c);
+    if (evcon) {
+        evhttp_connection_free(evcon); /* frees c->req too */
+        c->req = NULL;
+    } else {
+        c->client_gone = 1; /* detached: finish frees it */
+    }
+    finish(c);
+}
+
+/* ---------- blobs from the cache ---------- */
+
+static void segment_done(struct evbuffer_file_segment const *seg, int flags, void *arg)
+{
+    (void)seg;
+    (void)flags;
+    cache_snapshot_unref(arg);
+}
+
+/* Appends bytes [from, from+len) of chunk `index` as a file segment. */
+static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *snap,
+                             const uint8_t digest[32], uint32_t index, size_t from, size_t len)
+{
+    const void *data;
+    size_t clen;
+    uint64_t foff;
+    if (cache_blob_chunk(snap, digest, index, &data, &clen, &foff) != CACHE_OK ||
+        from + len > clen)
+        return -1;
+    unsigned flags = c->w->ssl_ctx ? EVBUF_FS_DISABLE_SENDFILE : 0;
+    struct evbuffer_file_segment *seg = evbuffer_file_segment_new(
+        cache_data_fd(c->w->d->cache), (ev_off_t)(foff + from), (ev_off_t)len, flags);
+    if (!seg)
+        return -1;
+    cache_snapshot_ref(snap);
+    evbuffer_file_segment_add_cleanup_cb(seg, segment_done, snap);
+    int rc = evbuffer_add_file_segment(out, seg, 0, (ev_off_t)len);
+    evbuffer_file_segment_free(seg);
+    return rc;
+}
+
+static int add_blob_range(reqctx *c, struct evbuffer *out, cache_snapshot *snap,
+                          const uint8_t digest[32], uint64_t first, uint64_t end)
+{
+    while (first < end) {
+        uint32_t index = (uint32_t)(first / CACHE_CHUNK_SIZE);
+        size_t from = (size_t)(first % CACHE_CHUNK_SIZE);
+        uint64_t n = CACHE_CHUNK_SIZE - from;
+        if (n > end - first)
+            n = end - first;
+        if (add_chunk_segment(c, out, snap, digest, index, from, (size_t)n) != 0)
+            return -1;
+        first += n;
+    }
+    return 0;
+}
+
+/* Range handling shared by cache hits and waiters. 0 to go on, -1 answered. */
+static int apply_range(reqctx *c, uint64_t size)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Range");
+    uint64_t first = 0, last = 0;
+    switch (oci_range_parse(h, size, &first, &last)) {
+    case OCI_RANGE_UNSATISFIABLE: {
+        char cr[64];
+        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+        add_header(c, "Content-Range", cr);
+        reply_error(c, 416, "BLOB_UNKNOWN", "requested range not satisfiable");
+        return -1;
+    }
+    case OCI_RANGE_OK:
+        c->ranged = 1;
+        c->range_first = first;
+        c->range_last = last;
+        c->offset = first;
+        c->end = last + 1;
+        return 0;
+    default:
+        c->ranged = 0;
+        c->offset = 0;
+        c->end = size;
+        return 0;
+    }
+}
+
+static void add_blob_headers(reqctx *c, const uint8_t digest[32], uint64_t size)
+{
+    add_digest_headers(c, digest);
+    add_header(c, "Content-Type", "application/octet-stream");
+    add_header(c, "Accept-Ranges", "bytes");
+    add_header_u64(c, "Content-Length", c->end - c->offset);
+    if (c->ranged) {
+        char cr[96];
+        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)c->range_first,
+                 (unsigned long long)c->range_last, (unsigned long long)size);
+        add_header(c, "Content-Range", cr);
+    }
+}
+
+static int etag_matches(reqctx *c, const uint8_t digest[32])
+{
+    const char *inm =
+        evhttp_find_header(evhttp_request_get_input_headers(c->req), "If-None-Match");
+    if (!inm)
+        return 0;
+    char hex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(digest, hex);
+    return strstr(inm, hex) != NULL || strcmp(inm, "*") == 0;
+}
+
+static void send_cached_blob(reqctx *c, cache_snapshot *snap, const cache_blob_info *info)
+{
+    const uint8_t *digest = c->r.digest;
+    if (etag_matches(c, digest)) {
+        add_digest_headers(c, digest);
+        reply(c, 304, NULL);
+        return;
+    }
+    if (apply_range(c, info->size) != 0)
+        return;
+    add_blob_headers(c, digest, info->size);
+    struct evbuffer *body = evbuffer_new();
+    if (!c->head && add_blob_range(c, body, snap, digest, c->offset, c->end) != 0) {
+        evbuffer_free(body);
+        evhttp_clear_headers(evhttp_request_get_output_headers(c->req));
+        reply_error(c, 500, "UNKNOWN", "cache read failed");
+        return;
+    }
+    reply(c, c->ranged ? 206 : 200, body);
+    evbuffer_free(body);
+}
+
+static void job_verify_blob(cache *cache, void *arg)
+{
+    reqctx *c = arg;
+    c->job_result = cache_blob_verify(cache, c->r.digest);
+    if (c->job_result == CACHE_CORRUPT) {
+        cache_blob_delete(cache, c->r.digest);
+        METRIC_ADD(corrupt_evictions, 1);
+        log_warn("cache", "blob corrupt at rest, evicted: digest=%s", c->r.reference);
+    }
+    event_active(c->wake, EV_READ, 0);
+}
+
+static void verify_done(reqctx *c)
+{
+    ctx_unref(c); /* the job's reference */
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    if (c->job_result == CACHE_OK)
+        verified_add(c->r.digest);
+    serve_blob(c); /* a corrupt blob is gone now: this fetches it again */
+}
+
+/* ---------- blobs through a transfer ---------- */
+
+static void blob_pump(reqctx *c);
+
+static void piece_written(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    reqctx *c = arg;
+    c->write_pending = 0;
+    event_active(c->wake, EV_READ, 0);
+}
+
+static void mem_piece_done(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    chunk_unref(arg);
+}
+
+/* Appends up to `limit` bytes at c->offset: from a chunk buffer still in
+ * memory, else from LMDB. Under t->mu. Returns bytes added (0 on failure). */
+static size_t take_piece(reqctx *c, struct evbuffer *out, uint64_t limit)
+{
+    transfer *t = c->t;
+    size_t off, len;
+    chunk_buf *chunk = transfer_mem_chunk(t, c->offset, &off, &len);
+    uint64_t want = limit - c->offset;
+    if (chunk) {
+        size_t n = len < want ? len : (size_t)want;
+        evbuffer_add_reference(out, chunk->data + off, n, mem_piece_done, chunk);
+        return n;
+    }
+    cache_snapshot *snap = worker_snapshot(c->w);
+    uint32_t index = (uint32_t)(c->offset / CACHE_CHUNK_SIZE);
+    size_t from = (size_t)(c->offset % CACHE_CHUNK_SIZE);
+    size_t n = CACHE_CHUNK_SIZE - from;
+    if (n > want)
+        n = (size_t)want;
+    if (!snap || add_chunk_segment(c, out, snap, t->digest, index, from, n) != 0)
+        return 0;
+    return n;
+}
+
+static int start_blob_response(reqctx *c, uint64_t total)
+{
+    if (total == UINT64_MAX) { /* length unknown: chunked, no ranges */
+        c->offset = 0;
+        c->end = UINT64_MAX;
+        add_digest_headers(c, c->r.digest);
+        add_header(c, "Content-Type", "application/octet-stream");
+    } else {
+        if (apply_range(c, total) != 0)
+            return -1;
+        add_blob_headers(c, c->r.digest, total);
+    }
+    c->status = c->ranged ? 206 : 200;
+    if (c->head) {
+        reply(c, c->status, NULL);
+        return -1;
+    }
+    unwatch_close(c);
+    evhttp_send_reply_start(c->req, c->status, reason_of(c->status));
+    watch_close(c);
+    c->headers_sent = 1;
+    return 0;
+}
+
+static void blob_pump(reqctx *c)
+{
+    transfer *t = c->t;
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    transfer_state st = t->state;
+    uint64_t total = t->total, received = t->received;
+    upstream_result err = t->error;
+    const char *msg = t->error_msg;
+    pthread_mutex_unlock(&t->mu);
+
+    if (st == T_FAILED) {
+        if (c->headers_sent)
+            abort_response(c);
+        else
+            reply_upstream_error(c, err, "BLOB_UNKNOWN", msg);
+        return;
+    }
+    if (st == T_PENDING || c->write_pending)
+        return;
+    if (!c->headers_sent && start_blob_response(c, total) != 0)
+        return;
+    if (st == T_DONE && c->end == UINT64_MAX)
+        c->end = total;
+    /* Until the digest is verified, hold back the last byte of the range. */
+    uint64_t limit = st == T_DONE ? c->end : (received < c->end - 1 ? received : c->end - 1);
+    if (c->offset < limit) {
+        struct evbuffer *out = evbuffer_new();
+        pthread_mutex_lock(&t->mu);
+        size_t n = take_piece(c, out, limit);
+        pthread_mutex_unlock(&t->mu);
+        if (n == 0) {
+            evbuffer_free(out);
+            abort_response(c);
+            return;
+        }
+        c->offset += n;
+        c->bytes += n;
+        METRIC_ADD(bytes_served, n);
+        c->write_pending = 1;
+        evhttp_send_reply_chunk_with_cb(c->req, out, piece_written, c);
+        evbuffer_free(out);
+        return;
+    }
+    if (st == T_DONE && c->offset >= c->end) {
+        unwatch_close(c);
+        evhttp_send_reply_end(c->req); /* may free c->req at once */
+        c->req = NULL;
+        finish(c);
+    }
+}
+
+static void wait_on_transfer(reqctx *c, transfer *t, wake_fn fn)
+{
+    c->t = t;
+    c->on_wake = fn;
+    c->tw.wake = c->wake;
+    watch_close(c);
+    pthread_mutex_lock(&t->mu);
+    transfer_add_waiter(t, &c->tw);
+    pthread_mutex_unlock(&t->mu);
+    event_active(c->wake, EV_READ, 0);
+}
+
+static void blob_miss(reqctx *c)
+{
+    transfer_spec spec = {.kind = TRANSFER_BLOB,
+                          .up = c->up,
+                          .repo = c->r.name,
+                          .reference = c->r.reference,
+                          .by_digest = 1,
+                          .digest = c->r.digest};
+    int joined = 0;
+    transfer *t = transfer_get(c->w->d, &spec, &joined);
+    if (!t) { /* it completed just now */
+        serve_blob(c);
+        return;
+    }
+    METRIC_ADD(cache_misses[KIND_BLOB], 1);
+    c->cache_result = joined ? "coalesced" : "miss";
+    wait_on_transfer(c, t, blob_pump);
+}
+
+static void serve_blob(reqctx *c)
+{
+    cache_snapshot *snap = worker_snapshot(c->w);
+    cache_blob_info info;
+    if (snap && cache_blob_stat(snap, c->r.digest, &info) == CACHE_OK &&
+        info.state == CACHE_BLOB_COMPLETE) {
+        if (!verified_has(c->r.digest)) {
+            atomic_fetch_add(&c->refs, 1);
+            c->on_wake = verify_done;
+            watch_close(c);
+            writer_submit(c->w->d->writer, job_verify_blob, c);
+            return;
+        }
+        unwatch_close(c);
+        METRIC_ADD(cache_hits[KIND_BLOB], 1);
+        c->cache_result = "hit";
+        send_cached_blob(c, snap, &info);
+        return;
+    }
+    unwatch_close(c);
+    blob_miss(c);
+}
+
+/* ---------- manifests ---------- */
+
+static void send_manifest(reqctx *c, const uint8_t digest[32], const char *media_type,
+                          const void *body, size_t len, int stale)
+{
+    if (stale)
+        add_header(c, "Warning", "110 sluice \"upstream unreachable: last known digest\"");
+    if (etag_matches(c, digest)) {
+        add_digest_headers(c, digest);
+        reply(c, 304, NULL);
+        return;
+    }
+    add_digest_headers(c, digest);
+    add_header(c, "Content-Type", media_type && media_type[0]
+                                      ? media_type
+                                      : "application/vnd.oci.image.manifest.v1+json");
+    add_header_u64(c, "Content-Length", len);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, body, len);
+    reply(c, 200, b);
+    evbuffer_free(b);
+}
+
+/* Serves manifest `digest` from the cache if it is there and intact. */
+static int send_cached_manifest(reqctx *c, const uint8_t digest[32], int stale)
+{
+    cache_snapshot *snap = worker_snapshot(c->w);
+    const char *mt;
+    const void *body;
+    size_t len;
+    if (!snap || cache_manifest_get(snap, digest, &mt, &body, &len) != CACHE_OK)
+        return -1;
+    if (verify_digest_check(body, len, digest) != VERIFY_OK) {
+        METRIC_ADD(corrupt_evictions, 1);
+        return -1; /* refetched below; the put replaces the corrupt record */
+    }
+    send_manifest(c, digest, mt, body, len, stale);
+    return 0;
+}
+
+/* A cache hit ends the request (c is gone after 0). */
+static int manifest_hit(reqctx *c, const uint8_t digest[32])
+{
+    const char *before = c->cache_result;
+    c->cache_result = "hit";
+    if (send_cached_manifest(c, digest, 0) == 0) {
+        METRIC_ADD(cache_hits[KIND_MANIFEST], 1);
+        return 0;
+    }
+    c->cache_result = before;
+    return -1;
+}
+
+static void manifest_wake(reqctx *c)
+{
+    transfer *t = c->t;
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    transfer_state st = t->state;
+    pthread_mutex_unlock(&t->mu);
+    if (st == T_FAILED) {
+        reply_upstream_error(c, t->error, "MANIFEST_UNKNOWN", t->error_msg);
+        return;
+    }
+    if (st != T_DONE)
+        return;
+    unwatch_close(c);
+    if (t->outcome == M_FETCHED) {
+        send_manifest(c, t->digest, t->media_type, t->body, t->body_len, 0);
+        return;
+    }
+    if (send_cached_manifest(c, t->digest, t->outcome == M_STALE) != 0)
+        reply_upstream_error(c, UPSTREAM_UNAVAILABLE, "MANIFEST_UNKNOWN",
+                             "cached manifest unreadable");
+}
+
+static void manifest_miss(reqctx *c, const uint8_t *cached_digest)
+{
+    transfer_spec spec = {.kind = TRANSFER_MANIFEST,
+                          .up = c->up,
+                          .repo = c->r.name,
+                          .reference = c->r.reference,
+                          .by_digest = c->r.by_digest,
+                          .digest = c->r.digest,
+                          .cached_digest = cached_digest};
+    int joined = 0;
+    transfer *t = transfer_get(c->w->d, &spec, &joined);
+    if (!t) {
+        serve_manifest(c);
+        return;
+    }
+    METRIC_ADD(cache_misses[KIND_MANIFEST], 1);
+    c->cache_result = cached_digest ? "revalidate" : joined ? "coalesced" : "miss";
+    wait_on_transfer(c, t, manifest_wake);
+}
+
+static void serve_manifest(reqctx *c)
+{
+    if (c->r.by_digest) {
+        if (manifest_hit(c, c->r.digest) != 0)
+            manifest_miss(c, NULL);
+        return;
+    }
+    cache_snapshot *snap = worker_snapshot(c->w);
+    uint8_t digest[32];
+    uint64_t confirmed = 0;
+    const char *mt;
+    const void *body;
+    size_t len;
+    int known = snap &&
+                cache_tag_get(snap, c->repo_key, c->r.reference, digest, &confirmed) == CACHE_OK &&
+                cache_manifest_get(snap, digest, &mt, &body, &len) == CACHE_OK;
+    uint64_t now = (uint64_t)time(NULL);
+    if (known && now - confirmed < atomic_load(&c->w->d->tag_ttl) && manifest_hit(c, digest) == 0)
+        return;
+    manifest_miss(c, known ? digest : NULL);
+}
+
+/* ---------- small upstream fetches: tags/list and referrers ---------- */
+
+static int small_on_data(void *arg, const void *data, size_t len)
+{
+    reqctx *c = arg;
+    if (c->small_len + len > MAX_SMALL_BODY)
+        return 1; /* dropped: the JSON parse fails later */
+    char *nb = realloc(c->small_body, c->small_len + len + 1);
+    if (!nb)
+        abort();
+    memcpy(nb + c->small_len, data, len);
+    c->small_body = nb;
+    c->small_len += len;
+    nb[c->small_len] = 0;
+    return 1;
+}
+
+static void small_on_done(void *arg, upstream_result result, const upstream_response *resp)
+{
+    reqctx *c = arg;
+    c->small_result = result;
+    c->small_resp = *resp;
+    event_active(c->wake, EV_READ, 0);
+}
+
+static void small_wake(reqctx *c)
+{
+    ctx_unref(c); /* the upstream request's reference */
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    unwatch_close(c);
+    c->small_done(c);
+}
+
+static void small_fetch(reqctx *c, const char *path, small_done_fn done)
+{
+    static const upstream_callbacks cb = {NULL, small_on_data, small_on_done};
+    upstream_request req = {.conf = c->up, .accept = "application/json"};
+    snprintf(req.path, sizeof(req.path), "%s", path);
+    snprintf(req.repository, sizeof(req.repository), "%s", c->r.name);
+    c->small_done = done;
+    c->on_wake = small_wake;
+    watch_close(c);
+    atomic_fetch_add(&c->refs, 1);
+    upstream_submit(c->w->d->upstream, &req, &cb, c);
+}
+
+static const char *query(reqctx *c, const char *key)
+{
+    return c->have_query ? evhttp_find_header(&c->query, key) : NULL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+typedef struct {
+    const char **tags;
+    size_t n, cap;
+    char **owned;
+} tag_vec;
+
+static void tag_vec_push(tag_vec *v, const char *s, int own)
+{
+    if (v->n == v->cap) {
+        v->cap = v->cap ? v->cap * 2 : 64;
+        v->tags = realloc(v->tags, v->cap * sizeof(*v->tags));
+        v->owned = realloc(v->owned, v->cap * sizeof(*v->owned));
+        if (!v->tags || !v->owned)
+            abort();
+    }
+    v->owned[v->n] = own ? (char *)s : NULL;
+    v->tags[v->n++] = s;
+}
+
+static void tag_vec_free(tag_vec *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        free(v->owned[i]);
+    free(v->tags);
+    free(v->owned);
+}
+
+static int collect_cached_tag(void *arg, const char *tag, size_t len)
+{
+    char *s = strndup(tag, len);
+    if (!s)
+        abort();
+    tag_vec_push(arg, s, 1);
+    return 0;
+}
+
+/* Answers tags/list from a sorted list: `last` and `n` as in the spec, with a
+ * Link header to the next page when the page is full. */
+static void send_tag_page(reqctx *c, tag_vec *v)
+{
+    qsort(v->tags, v->n, sizeof(*v->tags), cmp_str);
+    const char *last = query(c, "last");
+    const char *ns = query(c, "n");
+    size_t limit = ns ? (size_t)strtoull(ns, NULL, 10) : v->n;
+    if (ns && limit == 0 && strcmp(ns, "0") != 0) {
+        reply_error(c, 400, "UNSUPPORTED", "n must be a non-negative integer");
+        return;
+    }
+    json_t *arr = json_array();
+    size_t taken = 0, i = 0;
+    while (i < v->n && last && strcmp(v->tags[i], last) <= 0)
+        i++;
+    for (; i < v->n && taken < limit; i++, taken++)
+        json_array_append_new(arr, json_string(v->tags[i]));
+    if (i < v->n && taken == limit && taken > 0) {
+        char link[1024];
+        snprintf(link, sizeof(link), "</v2/%s/tags/list?n=%zu&last=%s>; rel=\"next\"", c->r.name,
+                 limit, v->tags[i - 1]);
+        add_header(c, "Link", link);
+    }
+    json_t *doc = json_pack("{s:s,s:o}", "name", c->r.name, "tags", arr);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    reply_json(c, 200, text, strlen(text));
+    free(text);
+}
+
+static void tags_from_cache(reqctx *c)
+{
+    tag_vec v = {0};
+    cache_snapshot *snap = worker_snapshot(c->w);
+    if (snap)
+        cache_tag_list(snap, c->repo_key, NULL, 0, collect_cached_tag, &v);
+    if (v.n == 0)
+        reply_upstream_error(c, c->small_result, "NAME_UNKNOWN", "no cached tags");
+    else
+        send_tag_page(c, &v);
+    tag_vec_free(&v);
+}
+
+static void tags_done(reqctx *c)
+{
+    json_t *doc = NULL;
+    if (c->small_result == UPSTREAM_OK)
+        doc = json_loadb(c->small_body ? c->small_body : "", c->small_len, 0, NULL);
+    json_t *tags = json_object_get(doc, "tags");
+    if (c->small_result == UPSTREAM_NOT_FOUND) {
+        reply_error(c, 404, "NAME_UNKNOWN", "repository not known upstream");
+    } else if (!doc || !(json_is_array(tags) || json_is_null(tags))) {
+        tags_from_cache(c);
+    } else {
+        tag_vec v = {0};
+        size_t i;
+        json_t *e;
+        json_array_foreach(tags, i, e)
+        {
+            if (json_is_string(e))
+                tag_vec_push(&v, json_string_value(e), 0);
+        }
+        send_tag_page(c, &v);
+        tag_vec_free(&v);
+    }
+    json_decref(doc);
+}
+
+typedef struct {
+    json_t *manifests;
+    const char *artifact_type;
+} referrer_walk;
+
+static int collect_referrer(void *arg, const uint8_t referrer[32], const char *json, size_t len)
+{
+    (void)referrer;
+    referrer_walk *rw = arg;
+    json_t *d = json_loadb(json, len, 0, NULL);
+    if (!d)
+        return 0;
+    const char *at = json_string_value(json_object_get(d, "artifactType"));
+    if (!rw->artifact_type || (at && strcmp(at, rw->artifact_type) == 0))
+        json_array_append(rw->manifests, d);
+    json_decref(d);
+    return 0;
+}
+
+static void referrers_done(reqctx *c)
+{
+    if (c->small_result == UPSTREAM_OK && c->small_body) {
+        json_t *doc = json_loadb(c->small_body, c->small_len, 0, NULL);
+        if (json_is_array(json_object_get(doc, "manifests"))) {
+            json_decref(doc);
+            add_header(c, "Content-Type", "application/vnd.oci.image.index.v1+json");
+            struct evbuffer *b = evbuffer_new();
+            evbuffer_add(b, c->small_body, c->small_len);
+            add_header_u64(c, "Content-Length", c->small_len);
+            reply(c, 200, b);
+            evbuffer_free(b);
+            return;
+        }
+        json_decref(doc);
+    }
+    /* The upstream has no referrers API (or is down): answer from the cache. */
+    referrer_walk rw = {json_array(), query(c, "artifactType")};
+    cache_snapshot *snap = worker_snapshot(c->w);
+    if (snap)
+        cache_referrer_list(snap, c->r.digest, collect_referrer, &rw);
+    if (rw.artifact_type)
+        add_header(c, "OCI-Filters-Applied", "artifactType");
+    json_t *doc = json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType",
+                            "application/vnd.oci.image.index.v1+json", "manifests", rw.manifests);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, strlen(text));
+    add_header(c, "Content-Type", "application/vnd.oci.image.index.v1+json");
+    add_header_u64(c, "Content-Length", strlen(text));
+    reply(c, 200, b);
+    evbuffer_free(b);
+    free(text);
+}
+
+/* ---------- dispatch ---------- */
+
+static void serve_metrics(reqctx *c)
+{
+    cache_stats st = {0};
+    cache_stat(c->w->d->cache, &st);
+    struct evbuffer *b = evbuffer_new();
+    metrics_render(b, st.blob_bytes, st.blobs);
+    add_header(c, "Content-Type", "text/plain; version=0.0.4");
+    add_header_u64(c, "Content-Length", evbuffer_get_length(b));
+    reply(c, 200, b);
+    evbuffer_free(b);
+}
+
+static int method_allowed(reqctx *c)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(c->req);
+    c->head = m == EVHTTP_REQ_HEAD;
+    return m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
+}
+
+static void dispatch_oci(reqctx *c, const char *path)
+{
+    oci_parse_status ps = oci_route_parse(path, strlen(path), &c->r);
+    if (ps == OCI_PARSE_OK && c->r.kind == OCI_ROUTE_UPLOAD)
+        c->route = ROUTE_UPLOAD;
+    if (ps == OCI_PARSE_OK && c->r.kind != OCI_ROUTE_UPLOAD)
+        c->route = (metrics_route)(ROUTE_BASE + (int)c->r.kind);
+    if (!method_allowed(c)) {
+        add_header(c, "Allow", "GET, HEAD");
+        reply_error(c, 405, "UNSUPPORTED", "sluice is a read-only mirror: push to the upstream");
+        return;
+    }
+    if (ps != OCI_PARSE_OK) {
+        reply_error(c, oci_parse_http_status(ps), oci_parse_error_code(ps), "invalid request");
+        return;
+    }
+    if (c->r.kind == OCI_ROUTE_UPLOAD) {
+        reply_error(c, 405, "UNSUPPORTED", "sluice is a read-only mirror");
+        return;
+    }
+    add_header(c, "Docker-Distribution-API-Version", "registry/2.0");
+    if (c->r.kind == OCI_ROUTE_BASE) {
+        reply_json(c, 200, "{}", 2);
+        return;
+    }
+    c->up = config_upstream_for(c->w->d->cfg, query(c, "ns"));
+    if (!c->up) {
+        reply_error(c, 404, "NAME_UNKNOWN", "no upstream configured for this registry (ns)");
+        return;
+    }
+    transfer_repo_key(c->up, c->r.name, c->repo_key, sizeof(c->repo_key));
+    char path_buf[1024];
+    switch (c->r.kind) {
+    case OCI_ROUTE_BLOB: serve_blob(c); break;
+    case OCI_ROUTE_MANIFEST: serve_manifest(c); break;
+    case OCI_ROUTE_TAGS:
+        snprintf(path_buf, sizeof(path_buf), "/v2/%s/tags/list", c->r.name);
+        small_fetch(c, path_buf, tags_done);
+        break;
+    case OCI_ROUTE_REFERRERS: {
+        const char *at = query(c, "artifactType");
+        snprintf(path_buf, sizeof(path_buf), "/v2/%s/referrers/%s%s%s", c->r.name,
+                 c->r.reference, at ? "?artifactType=" : "", at ? at : "");
+        small_fetch(c, path_buf, referrers_done);
+        break;
+    }
+    default: reply_error(c, 404, "NAME_UNKNOWN", "unknown route"); break;
+    }
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "OTHER";
+    }
+}
+
+/* Copies the request target for the log, escaping what would break a line. */
+static void copy_uri(char *out, size_t outlen, const char *uri)
+{
+    size_t n = 0;
+    for (; uri && *uri && n + 5 < outlen; uri++) {
+        unsigned char ch = (unsigned char)*uri;
+        if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            n += (size_t)snprintf(out + n, outlen - n, "\\x%02x", ch);
+        else
+            out[n++] = (char)ch;
+    }
+    out[n] = 0;
+}
+
+static reqctx *ctx_new(worker *w, struct evhttp_request *req)
+{
+    reqctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    atomic_init(&c->refs, 1);
+    c->w = w;
+    c->req = req;
+    c->route = ROUTE_OTHER;
+    c->method = method_name(evhttp_request_get_command(req));
+    copy_uri(c->uri, sizeof(c->uri), evhttp_request_get_uri(req));
+    clock_gettime(CLOCK_MONOTONIC, &c->start);
+    c->wake = event_new(w->base, -1, 0, wake_cb, c);
+    atomic_fetch_add(&g_metrics.requests_in_progress, 1);
+    return c;
+}
+
+void routes_handle(struct evhttp_request *req, void *arg)
+{
+    reqctx *c = ctx_new(arg, req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+    if (q && evhttp_parse_query_str(q, &c->query) == 0)
+        c->have_query = 1;
+    if (!path) {
+        reply_error(c, 400, "UNSUPPORTED", "malformed request target");
+    } else if (strcmp(path, "/healthz") == 0) {
+        c->route = ROUTE_HEALTH;
+        reply_json(c, 200, "{\"status\":\"ok\"}", 15);
+    } else if (strcmp(path, "/metrics") == 0) {
+        c->route = ROUTE_METRICS;
+        serve_metrics(c);
+    } else if (strncmp(path, "/v2", 3) == 0 && (path[3] == '/' || path[3] == 0)) {
+        dispatch_oci(c, path);
+    } else {
+        reply_error(c, 404, "NAME_UNKNOWN", "not an OCI distribution route");
+    }
+}

@@ -1,0 +1,647 @@
+/*
+ * transfer.c — the producer side of shared upstream fetches (see transfer.h).
+ *
+ * Blob transfers: upstream callbacks (upstream thread) fill chunk buffers of
+ * CACHE_CHUNK_SIZE bytes; each full chunk, and the last partial one, becomes
+ * a writer job that hashes it and appends it to a PARTIAL blob in LMDB; a
+ * final job compares the digest and marks the blob COMPLETE, or deletes it.
+ * Manifest transfers: the body is small (<= 4 MiB) and kept in memory; by
+ * tag with a cached digest, a HEAD revalidates first and a GET follows only
+ * if the tag moved; an unreachable upstream yields the last known digest.
+ * Every state change wakes the waiters; the table forgets a transfer once it
+ * is DONE or FAILED (its waiters keep their references).
+ */
+#include "transfer.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "metrics.h"
+#include "verify.h"
+
+#define MANIFEST_ACCEPT                                                                            \
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "       \
+    "application/vnd.docker.distribution.manifest.v2+json, "                                      \
+    "application/vnd.docker.distribution.manifest.list.v2+json"
+
+struct transfer_table {
+    pthread_mutex_t mu;
+    struct entry {
+        struct entry *next;
+        transfer *t;
+    } * head;
+};
+
+static void start_manifest_get(transfer *t);
+
+/* ---------- table ---------- */
+
+transfer_table *transfer_table_new(void)
+{
+    transfer_table *tt = calloc(1, sizeof(*tt));
+    if (tt)
+        pthread_mutex_init(&tt->mu, NULL);
+    return tt;
+}
+
+void transfer_table_free(transfer_table *tt)
+{
+    /* Only called after the upstream and writer threads have stopped, which
+     * finishes every transfer and so empties the table. */
+    pthread_mutex_destroy(&tt->mu);
+    free(tt);
+}
+
+static void table_remove(transfer *t)
+{
+    transfer_table *tt = t->d->transfers;
+    int found = 0;
+    pthread_mutex_lock(&tt->mu);
+    for (struct entry **pp = &tt->head; *pp; pp = &(*pp)->next) {
+        if ((*pp)->t == t) {
+            struct entry *e = *pp;
+            *pp = e->next;
+            free(e);
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tt->mu);
+    if (found) {
+        atomic_fetch_sub(&g_metrics.inflight_transfers, 1);
+        transfer_unref(t);
+    }
+}
+
+void transfer_repo_key(const config_upstream *up, const char *repo, char *out, size_t outlen)
+{
+    char host[256];
+    upstream_host_of(up->url, host, sizeof(host));
+    snprintf(out, outlen, "%s/%s", host, repo);
+}
+
+static void make_key(const transfer_spec *s, char *out, size_t outlen)
+{
+    if (s->kind == TRANSFER_BLOB) {
+        char hex[VERIFY_DIGEST_TEXT_LEN];
+        verify_digest_format(s->digest, hex);
+        snprintf(out, outlen, "b:%s", hex);
+    } else {
+        snprintf(out, outlen, "m:%s/%s:%s", s->up->url, s->repo, s->reference);
+    }
+}
+
+void chunk_unref(chunk_buf *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+void transfer_unref(transfer *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    for (uint32_t i = 0; i < t->mem_count; i++)
+        chunk_unref(t->mem[i]);
+    if (t->hasher)
+        verify_hasher_free(t->hasher);
+    free(t->body);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+/* ---------- waking waiters ---------- */
+
+void transfer_add_waiter(transfer *t, transfer_waiter *w)
+{
+    w->next = t->waiters;
+    t->waiters = w;
+}
+
+void transfer_remove_waiter(transfer *t, transfer_waiter *w)
+{
+    for (transfer_waiter **pp = &t->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+    }
+}
+
+static void notify_locked(transfer *t)
+{
+    for (transfer_waiter *w = t->waiters; w; w = w->next)
+        event_active(w->wake, EV_READ, 0);
+}
+
+static void set_state(transfer *t, transfer_state st, upstream_result err, const char *msg)
+{
+    pthread_mutex_lock(&t->mu);
+    t->state = st;
+    t->error = err;
+    t->error_msg = msg;
+    notify_locked(t);
+    pthread_mutex_unlock(&t->mu);
+    if (st == T_DONE || st == T_FAILED)
+        table_remove(t);
+}
+
+/* ---------- chunk buffers ---------- */
+
+chunk_buf *transfer_mem_chunk(transfer *t, uint64_t offset, size_t *off, size_t *len)
+{
+    uint32_t index = (uint32_t)(offset / CACHE_CHUNK_SIZE);
+    if (index < t->mem_first || index >= t->mem_first + t->mem_count)
+        return NULL;
+    chunk_buf *c = t->mem[index - t->mem_first];
+    size_t o = (size_t)(offset % CACHE_CHUNK_SIZE);
+    if (o >= c->len)
+        return NULL;
+    atomic_fetch_add(&c->refs, 1);
+    *off = o;
+    *len = c->len - o;
+    return c;
+}
+
+static chunk_buf *chunk_new(uint32_t index)
+{
+    chunk_buf *c = malloc(sizeof(*c) + CACHE_CHUNK_SIZE);
+    if (!c)
+        abort();
+    atomic_init(&c->refs, 1);
+    c->index = index;
+    c->len = 0;
+    return c;
+}
+
+/* ---------- writer jobs (writer thread) ---------- */
+
+typedef struct {
+    transfer *t;
+    chunk_buf *chunk;
+} chunk_job;
+
+static void job_blob_begin(cache *c, void *arg)
+{
+    transfer *t = arg;
+    int complete = 0;
+    t->hasher = verify_hasher_new();
+    cache_status st = cache_blob_begin(c, t->digest, &complete);
+    if (st == CACHE_OK && !complete) {
+        /* A PARTIAL left by a crash restarts from zero. */
+        cache_snapshot *s = cache_snapshot_new(c);
+        cache_blob_info info;
+        if (s && cache_blob_stat(s, t->digest, &info) == CACHE_OK && info.chunks > 0) {
+            cache_blob_delete(c, t->digest);
+            st = cache_blob_begin(c, t->digest, &complete);
+        }
+        if (s)
+            cache_snapshot_unref(s);
+    }
+    if (st != CACHE_OK || !t->hasher)
+        t->write_failed = 1;
+    transfer_unref(t);
+}
+
+static void job_blob_chunk(cache *c, void *arg)
+{
+    chunk_job *j = arg;
+    transfer *t = j->t;
+    if (!t->write_failed) {
+        verify_hasher_update(t->hasher, j->chunk->data, j->chunk->len);
+        if (cache_blob_append(c, t->digest, j->chunk->index, j->chunk->data, j->chunk->len) !=
+            CACHE_OK)
+            t->write_failed = 1;
+    }
+    pthread_mutex_lock(&t->mu);
+    if (t->mem_count && t->mem[0] == j->chunk) {
+        chunk_unref(t->mem[0]);
+        memmove(t->mem, t->mem + 1, (t->mem_count - 1) * sizeof(t->mem[0]));
+        t->mem_count--;
+        t->mem_first++;
+    }
+    t->committed = j->chunk->index + 1;
+    if (t->paused && t->mem_count <= TRANSFER_MEM_CHUNKS / 2) {
+        t->paused = 0;
+        upstream_unpause(t->d->upstream, t->upstream_id);
+    }
+    notify_locked(t);
+    pthread_mutex_unlock(&t->mu);
+    chunk_unref(j->chunk);
+    transfer_unref(t);
+    free(j);
+}
+
+static void job_blob_finish(cache *c, void *arg)
+{
+    transfer *t = arg;
+    uint8_t got[VERIFY_DIGEST_LEN];
+    int ok = !t->write_failed;
+    if (ok) {
+        verify_hasher_final(t->hasher, got);
+        ok = memcmp(got, t->digest, sizeof(got)) == 0;
+        if (!ok)
+            METRIC_ADD(digest_mismatches, 1);
+    }
+    if (ok && cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
+        set_state(t, T_DONE, UPSTREAM_OK, NULL);
+    } else {
+        cache_blob_delete(c, t->digest);
+        set_state(t, T_FAILED, UPSTREAM_BAD_RESPONSE,
+                  t->write_failed ? "cache write failed" : "upstream sent bytes that do not "
+                                                           "match the digest");
+    }
+    transfer_unref(t);
+}
+
+static void job_blob_abort(cache *c, void *arg)
+{
+    transfer *t = arg;
+    cache_blob_delete(c, t->digest);
+    transfer_unref(t);
+}
+
+static void submit_chunk(transfer *t, chunk_buf *chunk)
+{
+    chunk_job *j = malloc(sizeof(*j));
+    if (!j)
+        abort();
+    atomic_fetch_add(&t->refs, 1);
+    atomic_fetch_add(&chunk->refs, 1);
+    j->t = t;
+    j->chunk = chunk;
+    writer_submit(t->d->writer, job_blob_chunk, j);
+}
+
+static void submit(transfer *t, writer_job_fn fn)
+{
+    atomic_fetch_add(&t->refs, 1);
+    writer_submit(t->d->writer, fn, t);
+}
+
+/* ---------- blob upstream callbacks (upstream thread) ---------- */
+
+static void blob_on_headers(void *arg, const upstream_response *resp)
+{
+    transfer *t = arg;
+    pthread_mutex_lock(&t->mu);
+    t->total = resp->content_length >= 0 ? (uint64_t)resp->content_length : UINT64_MAX;
+    t->state = T_STREAMING;
+    notify_locked(t);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static chunk_buf *current_chunk(transfer *t)
+{
+    chunk_buf *last = t->mem_count ? t->mem[t->mem_count - 1] : NULL;
+    if (last && last->len < CACHE_CHUNK_SIZE)
+        return last;
+    if (t->mem_count >= TRANSFER_MEM_CHUNKS)
+        return NULL;
+    chunk_buf *c = chunk_new((uint32_t)(t->received / CACHE_CHUNK_SIZE));
+    if (t->mem_count == 0)
+        t->mem_first = c->index;
+    t->mem[t->mem_count++] = c;
+    return c;
+}
+
+static int blob_on_data(void *arg, const void *data, size_t len)
+{
+    transfer *t = arg;
+    const char *p = data;
+    pthread_mutex_lock(&t->mu);
+    /* All or nothing: a write callback never spans more than two chunks. */
+    chunk_buf *last = t->mem_count ? t->mem[t->mem_count - 1] : NULL;
+    size_t room = last && last->len < CACHE_CHUNK_SIZE ? CACHE_CHUNK_SIZE - last->len : 0;
+    if (len > room && t->mem_count >= TRANSFER_MEM_CHUNKS) {
+        t->paused = 1;
+        pthread_mutex_unlock(&t->mu);
+        return 0;
+    }
+    while (len > 0) {
+        chunk_buf *c = current_chunk(t);
+        size_t n = CACHE_CHUNK_SIZE - c->len < len ? CACHE_CHUNK_SIZE - c->len : len;
+        memcpy(c->data + c->len, p, n);
+        c->len += n;
+        t->received += n;
+        p += n;
+        len -= n;
+        if (c->len == CACHE_CHUNK_SIZE)
+            submit_chunk(t, c);
+    }
+    notify_locked(t);
+    pthread_mutex_unlock(&t->mu);
+    return 1;
+}
+
+static void blob_on_done(void *arg, upstream_result result, const upstream_response *resp)
+{
+    (void)resp;
+    transfer *t = arg;
+    pthread_mutex_lock(&t->mu);
+    if (result == UPSTREAM_OK && t->total != UINT64_MAX && t->received != t->total)
+        result = UPSTREAM_BAD_RESPONSE;
+    chunk_buf *last = t->mem_count ? t->mem[t->mem_count - 1] : NULL;
+    if (result == UPSTREAM_OK && last && last->len < CACHE_CHUNK_SIZE)
+        submit_chunk(t, last);
+    if (result == UPSTREAM_OK && t->total == UINT64_MAX)
+        t->total = t->received;
+    pthread_mutex_unlock(&t->mu);
+    if (result == UPSTREAM_OK) {
+        submit(t, job_blob_finish);
+    } else {
+        submit(t, job_blob_abort);
+        set_state(t, T_FAILED, result, "upstream transfer failed");
+    }
+    transfer_unref(t); /* the upstream request's reference */
+}
+
+static void start_blob(transfer *t)
+{
+    static const upstream_callbacks cb = {blob_on_headers, blob_on_data, blob_on_done};
+    upstream_request req = {.conf = t->up, .resumable = 1};
+    char hex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(t->digest, hex);
+    snprintf(req.path, sizeof(req.path), "/v2/%s/blobs/%s", t->repo, hex);
+    snprintf(req.repository, sizeof(req.repository), "%s", t->repo);
+    submit(t, job_blob_begin);
+    atomic_fetch_add(&t->refs, 1);
+    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+}
+
+/* ---------- manifests ---------- */
+
+/* The referrer descriptor of a manifest that has a `subject`, as JSON text
+ * (malloc'd), or NULL when it has none. */
+static char *referrer_descriptor(const transfer *t, json_t *root, uint8_t subject[32])
+{
+    json_t *subj = json_object_get(root, "subject");
+    const char *sd = json_string_value(json_object_get(subj, "digest"));
+    if (!sd || verify_digest_parse(sd, strlen(sd), subject) != VERIFY_OK)
+        return NULL;
+    char hex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(t->digest, hex);
+    json_t *d = json_pack("{s:s, s:s, s:I}", "mediaType", t->media_type, "digest", hex, "size",
+                          (json_int_t)t->body_len);
+    json_t *at = json_object_get(root, "artifactType");
+    if (!json_is_string(at))
+        at = json_object_get(json_object_get(root, "config"), "mediaType");
+    if (json_is_string(at))
+        json_object_set(d, "artifactType", at);
+    json_t *ann = json_object_get(root, "annotations");
+    if (json_is_object(ann))
+        json_object_set(d, "annotations", ann);
+    char *text = json_dumps(d, JSON_COMPACT);
+    json_decref(d);
+    return text;
+}
+
+static void job_manifest_store(cache *c, void *arg)
+{
+    transfer *t = arg;
+    cache_status st = cache_manifest_put(c, t->digest, t->media_type, t->body, t->body_len);
+    if (st == CACHE_OK && !t->by_digest)
+        st = cache_tag_put(c, t->repo_key, t->reference, t->digest, (uint64_t)time(NULL));
+    json_t *root = json_loadb(t->body, t->body_len, 0, NULL);
+    uint8_t subject[32];
+    char *desc = root ? referrer_descriptor(t, root, subject) : NULL;
+    if (desc && st == CACHE_OK)
+        cache_referrer_put(c, subject, t->digest, desc, strlen(desc));
+    free(desc);
+    json_decref(root);
+    /* Served from memory either way; a failed write only costs a refetch. */
+    set_state(t, T_DONE, UPSTREAM_OK, NULL);
+    transfer_unref(t);
+}
+
+static void job_tag_confirm(cache *c, void *arg)
+{
+    transfer *t = arg;
+    cache_tag_put(c, t->repo_key, t->reference, t->digest, (uint64_t)time(NULL));
+    set_state(t, T_DONE, UPSTREAM_OK, NULL);
+    transfer_unref(t);
+}
+
+static int manifest_on_data(void *arg, const void *data, size_t len)
+{
+    transfer *t = arg;
+    if (t->body_len + len > TRANSFER_MAX_MANIFEST) {
+        t->write_failed = 1; /* too large: rejected in on_done */
+        return 1;
+    }
+    char *nb = realloc(t->body, t->body_len + len);
+    if (!nb)
+        abort();
+    memcpy(nb + t->body_len, data, len);
+    t->body = nb;
+    t->body_len += len;
+    return 1;
+}
+
+static void copy_media_type(transfer *t, const char *ct)
+{
+    size_t n = strcspn(ct, "; \t");
+    if (n >= sizeof(t->media_type))
+        n = sizeof(t->media_type) - 1;
+    memcpy(t->media_type, ct, n);
+    t->media_type[n] = 0;
+}
+
+/* Checks a fetched manifest: size, JSON, digest (requested, or announced by
+ * the upstream for a tag). NULL when good, else why not. */
+static const char *check_manifest(transfer *t, const upstream_response *resp)
+{
+    if (t->write_failed)
+        return "manifest larger than 4 MiB";
+    json_t *parsed = t->body ? json_loadb(t->body, t->body_len, 0, NULL) : NULL;
+    if (!parsed)
+        return "manifest is not valid JSON";
+    json_decref(parsed);
+    uint8_t got[VERIFY_DIGEST_LEN];
+    verify_sha256(t->body, t->body_len, got);
+    if (t->by_digest && memcmp(got, t->digest, sizeof(got)) != 0)
+        return "manifest does not match its digest";
+    uint8_t announced[VERIFY_DIGEST_LEN];
+    const char *dcd = resp->docker_content_digest;
+    if (dcd[0] && verify_digest_parse(dcd, strlen(dcd), announced) == VERIFY_OK &&
+        memcmp(announced, got, sizeof(got)) != 0)
+        return "manifest does not match the upstream's Docker-Content-Digest";
+    memcpy(t->digest, got, sizeof(got));
+    return NULL;
+}
+
+static void manifest_failed(transfer *t, upstream_result result, const char *msg)
+{
+    if (!t->by_digest && t->have_cached_digest && result != UPSTREAM_NOT_FOUND &&
+        result != UPSTREAM_OK) {
+        memcpy(t->digest, t->cached_digest, sizeof(t->digest));
+        t->outcome = M_STALE;
+        set_state(t, T_DONE, UPSTREAM_OK, NULL);
+        return;
+    }
+    set_state(t, T_FAILED, result, msg);
+}
+
+static void manifest_get_done(void *arg, upstream_result result, const upstream_response *resp)
+{
+    transfer *t = arg;
+    if (result != UPSTREAM_OK) {
+        manifest_failed(t, result, "upstream request failed");
+    } else {
+        copy_media_type(t, resp->content_type);
+        const char *why = check_manifest(t, resp);
+        if (why) {
+            METRIC_ADD(digest_mismatches, 1);
+            manifest_failed(t, UPSTREAM_BAD_RESPONSE, why);
+        } else {
+            t->outcome = M_FETCHED;
+            t->total = t->body_len;
+            submit(t, job_manifest_store);
+        }
+    }
+    transfer_unref(t);
+}
+
+static void manifest_head_done(void *arg, upstream_result result, const upstream_response *resp)
+{
+    transfer *t = arg;
+    uint8_t announced[VERIFY_DIGEST_LEN];
+    const char *dcd = resp->docker_content_digest;
+    if (result == UPSTREAM_OK && dcd[0] &&
+        verify_digest_parse(dcd, strlen(dcd), announced) == VERIFY_OK &&
+        memcmp(announced, t->cached_digest, sizeof(announced)) == 0) {
+        memcpy(t->digest, t->cached_digest, sizeof(t->digest));
+        t->outcome = M_UNCHANGED;
+        submit(t, job_tag_confirm);
+    } else if (result == UPSTREAM_OK) {
+        start_manifest_get(t); /* the tag moved (or no digest header): fetch it */
+    } else {
+        manifest_failed(t, result, "upstream request failed");
+    }
+    transfer_unref(t);
+}
+
+static void manifest_request(transfer *t, upstream_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->conf = t->up;
+    req->accept = MANIFEST_ACCEPT;
+    snprintf(req->path, sizeof(req->path), "/v2/%s/manifests/%s", t->repo, t->reference);
+    snprintf(req->repository, sizeof(req->repository), "%s", t->repo);
+}
+
+static void start_manifest_get(transfer *t)
+{
+    static const upstream_callbacks cb = {NULL, manifest_on_data, manifest_get_done};
+    upstream_request req;
+    manifest_request(t, &req);
+    atomic_fetch_add(&t->refs, 1);
+    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+}
+
+static void start_manifest(transfer *t)
+{
+    if (!t->have_cached_digest) {
+        start_manifest_get(t);
+        return;
+    }
+    static const upstream_callbacks cb = {NULL, NULL, manifest_head_done};
+    upstream_request req;
+    manifest_request(t, &req);
+    req.head = 1;
+    atomic_fetch_add(&t->refs, 1);
+    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+}
+
+/* ---------- creation ---------- */
+
+static transfer *transfer_new(daemon_ctx *d, const transfer_spec *s, const char *key)
+{
+    transfer *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    atomic_init(&t->refs, 2); /* the table's and the caller's */
+    pthread_mutex_init(&t->mu, NULL);
+    t->d = d;
+    t->kind = s->kind;
+    t->up = s->up;
+    snprintf(t->key, sizeof(t->key), "%s", key);
+    snprintf(t->repo, sizeof(t->repo), "%s", s->repo);
+    snprintf(t->reference, sizeof(t->reference), "%s", s->reference);
+    transfer_repo_key(s->up, s->repo, t->repo_key, sizeof(t->repo_key));
+    t->by_digest = s->by_digest;
+    if (s->by_digest)
+        memcpy(t->digest, s->digest, sizeof(t->digest));
+    if (s->cached_digest) {
+        t->have_cached_digest = 1;
+        memcpy(t->cached_digest, s->cached_digest, sizeof(t->cached_digest));
+    }
+    t->total = UINT64_MAX;
+    t->state = T_PENDING;
+    return t;
+}
+
+/* Under the table lock, so that a transfer finishing right now is either
+ * still listed or already visible in the cache. */
+static int now_cached(daemon_ctx *d, const transfer_spec *s)
+{
+    if (!s->by_digest)
+        return 0;
+    cache_snapshot *snap = cache_snapshot_new(d->cache);
+    if (!snap)
+        return 0;
+    int hit;
+    if (s->kind == TRANSFER_BLOB) {
+        cache_blob_info info;
+        hit = cache_blob_stat(snap, s->digest, &info) == CACHE_OK &&
+              info.state == CACHE_BLOB_COMPLETE;
+    } else {
+        const char *mt;
+        const void *body;
+        size_t len;
+        hit = cache_manifest_get(snap, s->digest, &mt, &body, &len) == CACHE_OK;
+    }
+    cache_snapshot_unref(snap);
+    return hit;
+}
+
+transfer *transfer_get(daemon_ctx *d, const transfer_spec *spec, int *joined)
+{
+    char key[600];
+    make_key(spec, key, sizeof(key));
+    transfer_table *tt = d->transfers;
+    pthread_mutex_lock(&tt->mu);
+    for (struct entry *e = tt->head; e; e = e->next) {
+        if (strcmp(e->t->key, key) == 0) {
+            atomic_fetch_add(&e->t->refs, 1);
+            pthread_mutex_unlock(&tt->mu);
+            *joined = 1;
+            METRIC_ADD(coalesced_waiters, 1);
+            return e->t;
+        }
+    }
+    if (now_cached(d, spec)) {
+        pthread_mutex_unlock(&tt->mu);
+        *joined = 2;
+        return NULL;
+    }
+    transfer *t = transfer_new(d, spec, key);
+    struct entry *e = malloc(sizeof(*e));
+    if (!e)
+        abort();
+    e->t = t;
+    e->next = tt->head;
+    tt->head = e;
+    pthread_mutex_unlock(&tt->mu);
+    atomic_fetch_add(&g_metrics.inflight_transfers, 1);
+    *joined = 0;
+    if (t->kind == TRANSFER_BLOB)
+        start_blob(t);
+    else
+        start_manifest(t);
+    return t;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this):
+#   1. installs dependencies (scripts/install-deps.sh, idempotent);
+#   2. builds Sluice with -Werror under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. runs the C unit tests (cmocka, via meson test);
+#   4. runs the integration tests (pytest) against real processes — Sluice
+#      itself (the sanitized build, so leaks and UB fail the run), Debian's
+#      docker-registry, skopeo, curl — all on 127.0.0.1;
+#   5. builds the libFuzzer targets with clang and runs each briefly.
+# Environment: FUZZ_SECONDS (default 20 per target), PYTEST_ARGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash scripts/install-deps.sh
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+
+echo "== build (gcc, ASan+UBSan, -Werror)"
+if [ ! -f build-asan/build.ninja ]; then
+  meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+ninja -C build-asan
+
+echo "== unit tests"
+meson test -C build-asan --suite unit --print-errorlogs
+
+echo "== integration tests"
+export SLUICE_BIN="$ROOT/build-asan/proxy/sluice"
+/usr/bin/python3 -m pytest -q tests/integration ${PYTEST_ARGS:-}
+
+echo "== fuzz targets (clang, libFuzzer)"
+if [ ! -f build-fuzz/build.ninja ]; then
+  CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false >/dev/null
+fi
+ninja -C build-fuzz
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
