@@ -43,7 +43,7 @@ typedef struct {
     int log_requests;  /* one line per request on stderr, default 1 */
 
     char *cache_dir;   /* default "/var/lib/sluice" */
-    uint64_t map_size; /* initial LMDB map size, default 1G */
+    uint64_t map_size; /* LMDB map size (address space, not disk), default 256G */
     unsigned tag_ttl;  /* seconds a tag is served without asking upstream, default 300 */
     int sync;          /* fsync on commit, default 1 */
 

@@ -1003,6 +1003,19 @@ static void serve_metrics(reqctx *c)
     evbuffer_free(b);
 }
 
+/* containerd's ?ns=HOST names the registry it wants mirrored: a named
+ * upstream, or the default one if HOST is its own host. Content of any other
+ * registry is not ours to serve from the default upstream. */
+static const config_upstream *select_upstream(const config *cfg, const char *ns)
+{
+    const config_upstream *up = config_upstream_for(cfg, ns);
+    if (!up || !ns || !ns[0] || up->name[0])
+        return up;
+    char host[256];
+    upstream_host_of(up->url, host, sizeof(host));
+    return strcasecmp(host, ns) == 0 ? up : NULL;
+}
+
 static int method_allowed(reqctx *c)
 {
     enum evhttp_cmd_type m = evhttp_request_get_command(c->req);
@@ -1035,7 +1048,7 @@ static void dispatch_oci(reqctx *c, const char *path)
         reply_json(c, 200, "{}", 2);
         return;
     }
-    c->up = config_upstream_for(c->w->d->cfg, query(c, "ns"));
+    c->up = select_upstream(c->w->d->cfg, query(c, "ns"));
     if (!c->up) {
         reply_error(c, 404, "NAME_UNKNOWN", "no upstream configured for this registry (ns)");
         return;

@@ -114,6 +114,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
         evhttp_free(w->http); /* closes connections; their waiters finish below */
         w->http = NULL;
     }
+    event_del(w->tick_ev);
     event_base_loopexit(w->base, NULL);
 }
 
@@ -126,6 +127,15 @@ static void worker_drain_cb(evutil_socket_t fd, short what, void *arg)
         evhttp_del_accept_socket(w->http, w->bound); /* closes the listening fd */
     w->bound = NULL;
     w->listen_fd = -1;
+}
+
+/* An idle worker must not pin an old snapshot: that would keep LMDB from
+ * reusing pages and from growing the map (see cache.h). */
+static void worker_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_snapshot(arg);
 }
 
 static void *worker_main(void *arg)
@@ -147,8 +157,11 @@ static int worker_init(worker *w, daemon_ctx *d, int index, SSL_CTX *ssl, int fd
     w->http = evhttp_new(w->base);
     w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
     w->drain_ev = event_new(w->base, -1, 0, worker_drain_cb, w);
-    if (!w->http || !w->stop_ev || !w->drain_ev)
+    w->tick_ev = event_new(w->base, -1, EV_PERSIST, worker_tick_cb, w);
+    if (!w->http || !w->stop_ev || !w->drain_ev || !w->tick_ev)
         return -1;
+    struct timeval second = {1, 0};
+    event_add(w->tick_ev, &second);
     w->bound = evhttp_accept_socket_with_handle(w->http, fd);
     if (!w->bound)
         return -1;
@@ -171,6 +184,8 @@ static void worker_free(worker *w)
         event_free(w->stop_ev);
     if (w->drain_ev)
         event_free(w->drain_ev);
+    if (w->tick_ev)
+        event_free(w->tick_ev);
     if (w->http)
         evhttp_free(w->http);
     if (w->snap)

@@ -32,7 +32,7 @@ export SLUICE_BIN="$ROOT/build-asan/proxy/sluice"
 
 echo "== fuzz targets (clang, libFuzzer)"
 if [ ! -f build-fuzz/build.ninja ]; then
-  CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false >/dev/null
+  CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Db_lundef=false >/dev/null
 fi
 ninja -C build-fuzz
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
