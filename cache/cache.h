@@ -52,10 +52,10 @@
 typedef enum {
     CACHE_OK = 0,
     CACHE_NOTFOUND = -1,
-    CACHE_CORRUPT = -2,  /* stored bytes do not match their digest or record */
-    CACHE_FULL = -3,     /* map full even after growing it */
-    CACHE_INVALID = -4,  /* bad argument (e.g. chunk out of order) */
-    CACHE_IO = -5,       /* any other LMDB or system error */
+    CACHE_CORRUPT = -2, /* stored bytes do not match their digest or record */
+    CACHE_FULL = -3,    /* map full even after growing it */
+    CACHE_INVALID = -4, /* bad argument (e.g. chunk out of order) */
+    CACHE_IO = -5,      /* any other LMDB or system error */
 } cache_status;
 
 typedef struct cache cache;
@@ -94,10 +94,10 @@ typedef enum { CACHE_BLOB_PARTIAL = 1, CACHE_BLOB_COMPLETE = 2 } cache_blob_stat
 
 typedef struct {
     cache_blob_state state;
-    uint64_t size;       /* COMPLETE: total size; PARTIAL: bytes appended so far */
-    uint32_t chunks;     /* chunks stored */
-    uint64_t created;    /* unix seconds */
-    uint64_t accessed;   /* unix seconds, as last recorded by cache_touch */
+    uint64_t size;     /* COMPLETE: total size; PARTIAL: bytes appended so far */
+    uint32_t chunks;   /* chunks stored */
+    uint64_t created;  /* unix seconds */
+    uint64_t accessed; /* unix seconds, as last recorded by cache_touch */
 } cache_blob_info;
 
 /* CACHE_OK and *info for a blob in either state; CACHE_NOTFOUND otherwise. */
@@ -151,8 +151,8 @@ cache_status cache_tag_get(cache_snapshot *s, const char *repo, const char *tag,
  * from the first), at most n tags (0 = no limit). fn returning nonzero stops
  * the walk. Returns the number of tags passed to fn, or a negative status. */
 typedef int (*cache_tag_fn)(void *arg, const char *tag, size_t taglen);
-int cache_tag_list(cache_snapshot *s, const char *repo, const char *last, size_t n,
-                   cache_tag_fn fn, void *arg);
+int cache_tag_list(cache_snapshot *s, const char *repo, const char *last, size_t n, cache_tag_fn fn,
+                   void *arg);
 
 /* ---- referrers ---- */
 
@@ -172,10 +172,10 @@ int cache_referrer_list(cache_snapshot *s, const uint8_t subject[CACHE_DIGEST_LE
 cache_status cache_touch(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint64_t when);
 
 typedef struct {
-    uint64_t map_size;      /* current LMDB map size */
-    uint64_t used_bytes;    /* pages in use * page size */
-    uint64_t blobs;         /* COMPLETE blobs */
-    uint64_t blob_bytes;    /* their total size */
+    uint64_t map_size;   /* current LMDB map size */
+    uint64_t used_bytes; /* pages in use * page size */
+    uint64_t blobs;      /* COMPLETE blobs */
+    uint64_t blob_bytes; /* their total size */
     uint64_t partial_blobs;
     uint64_t manifests;
     uint64_t tags;

@@ -24,23 +24,23 @@
 #define CONFIG_MAX_UPSTREAMS 16
 
 typedef struct {
-    char *name;        /* registry host[:port] matched against ?ns=; "" = default */
-    char *url;         /* base URL, e.g. "https://registry.example.com" (no /v2) */
-    char *username;    /* Basic credentials, also used for the Bearer token endpoint */
+    char *name;     /* registry host[:port] matched against ?ns=; "" = default */
+    char *url;      /* base URL, e.g. "https://registry.example.com" (no /v2) */
+    char *username; /* Basic credentials, also used for the Bearer token endpoint */
     char *password;
-    char *ca_file;     /* PEM bundle to verify the upstream's TLS certificate */
-    int tls_verify;    /* default 1 */
+    char *ca_file;             /* PEM bundle to verify the upstream's TLS certificate */
+    int tls_verify;            /* default 1 */
     unsigned connect_timeout;  /* seconds, default 10 */
     unsigned transfer_timeout; /* seconds without progress before a transfer is cut, default 30 */
     unsigned retries;          /* retries of a failed upstream request, default 3 */
 } config_upstream;
 
 typedef struct {
-    char *listen;      /* "ADDR:PORT" or "[V6]:PORT", default "127.0.0.1:5000" */
-    unsigned workers;  /* event loop threads, 0 = one per core (default) */
-    char *tls_cert;    /* PEM certificate chain; with tls_key enables HTTPS */
+    char *listen;     /* "ADDR:PORT" or "[V6]:PORT", default "127.0.0.1:5000" */
+    unsigned workers; /* event loop threads, 0 = one per core (default) */
+    char *tls_cert;   /* PEM certificate chain; with tls_key enables HTTPS */
     char *tls_key;
-    int log_requests;  /* one line per request on stderr, default 1 */
+    int log_requests; /* one line per request on stderr, default 1 */
 
     char *cache_dir;   /* default "/var/lib/sluice" */
     uint64_t map_size; /* LMDB map size (address space, not disk), default 256G */

@@ -31,9 +31,9 @@ typedef struct daemon_ctx {
     writer *writer;
     upstream *upstream;
     transfer_table *transfers;
-    atomic_uint tag_ttl;      /* reloadable */
-    atomic_int log_requests;  /* reloadable */
-    const char *config_path;  /* for SIGHUP, may be NULL */
+    atomic_uint tag_ttl;     /* reloadable */
+    atomic_int log_requests; /* reloadable */
+    const char *config_path; /* for SIGHUP, may be NULL */
 } daemon_ctx;
 
 typedef struct worker {
@@ -44,10 +44,11 @@ typedef struct worker {
     struct evhttp *http;
     struct event *stop_ev;
     struct event *drain_ev;
-    struct event *tick_ev;    /* refreshes `snap` once a second */   /* stop accepting (closes this worker's listener) */
+    struct event *tick_ev;
+        /* refreshes `snap` once a second */ /* stop accepting (closes this worker's listener) */
     struct evhttp_bound_socket *bound;
-    cache_snapshot *snap;     /* this thread's current read snapshot */
-    void *ssl_ctx;            /* SSL_CTX*, NULL for plain HTTP */
+    cache_snapshot *snap; /* this thread's current read snapshot */
+    void *ssl_ctx;        /* SSL_CTX*, NULL for plain HTTP */
     int listen_fd;
 } worker;
 

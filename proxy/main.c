@@ -48,21 +48,21 @@ typedef struct {
 } override;
 
 static const override overrides[] = {
-    ['l'] = {"server", "listen", "--listen"},     ['u'] = {"upstream", "url", "--upstream"},
-    ['c'] = {"cache", "dir", "--cache"},          ['w'] = {"server", "workers", "--workers"},
-    ['t'] = {"cache", "tag_ttl", "--tag-ttl"},    ['C'] = {"server", "tls_cert", "--tls-cert"},
-    ['K'] = {"server", "tls_key", "--tls-key"},   ['A'] = {"upstream", "ca_file", "--ca-file"},
+    ['l'] = {"server", "listen", "--listen"},   ['u'] = {"upstream", "url", "--upstream"},
+    ['c'] = {"cache", "dir", "--cache"},        ['w'] = {"server", "workers", "--workers"},
+    ['t'] = {"cache", "tag_ttl", "--tag-ttl"},  ['C'] = {"server", "tls_cert", "--tls-cert"},
+    ['K'] = {"server", "tls_key", "--tls-key"}, ['A'] = {"upstream", "ca_file", "--ca-file"},
 };
 
 static int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'f'},  {"listen", required_argument, NULL, 'l'},
+        {"config", required_argument, NULL, 'f'},   {"listen", required_argument, NULL, 'l'},
         {"upstream", required_argument, NULL, 'u'}, {"cache", required_argument, NULL, 'c'},
-        {"workers", required_argument, NULL, 'w'}, {"tag-ttl", required_argument, NULL, 't'},
+        {"workers", required_argument, NULL, 'w'},  {"tag-ttl", required_argument, NULL, 't'},
         {"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
-        {"ca-file", required_argument, NULL, 'A'}, {"no-sync", no_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"ca-file", required_argument, NULL, 'A'},  {"no-sync", no_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *config_path = NULL;
     /* First pass: the config file, so that flags override it. */
     int opt;

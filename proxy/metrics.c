@@ -14,7 +14,7 @@ metrics g_metrics;
 static const int status_slots[METRICS_STATUS_SLOTS] = {200, 206, 226, 304, 400, 401, 403, 404,
                                                        405, 416, 429, 500, 502, 503, 504, 0};
 
-static const char *route_names[ROUTE_COUNT] = {"base",   "manifest", "blob",   "tags",  "referrers",
+static const char *route_names[ROUTE_COUNT] = {"base",   "manifest", "blob",   "tags", "referrers",
                                                "upload", "metrics",  "health", "other"};
 
 const char *metrics_route_name(metrics_route route)
@@ -43,8 +43,9 @@ static uint64_t load(atomic_uint_fast64_t *v)
 
 static void render_requests(struct evbuffer *out)
 {
-    evbuffer_add_printf(out, "# HELP sluice_requests_total Requests answered, by route and status.\n"
-                             "# TYPE sluice_requests_total counter\n");
+    evbuffer_add_printf(out,
+                        "# HELP sluice_requests_total Requests answered, by route and status.\n"
+                        "# TYPE sluice_requests_total counter\n");
     for (int r = 0; r < ROUTE_COUNT; r++) {
         for (int s = 0; s < METRICS_STATUS_SLOTS; s++) {
             uint64_t v = load(&g_metrics.requests[r][s]);

@@ -21,29 +21,29 @@ int oci_name_valid(const char *name, size_t len);
 int oci_tag_valid(const char *tag, size_t len);
 
 typedef enum {
-    OCI_ROUTE_BASE,       /* /v2/ */
-    OCI_ROUTE_MANIFEST,   /* /v2/<name>/manifests/<reference> */
-    OCI_ROUTE_BLOB,       /* /v2/<name>/blobs/<digest> */
-    OCI_ROUTE_TAGS,       /* /v2/<name>/tags/list */
-    OCI_ROUTE_REFERRERS,  /* /v2/<name>/referrers/<digest> */
-    OCI_ROUTE_UPLOAD,     /* /v2/<name>/blobs/uploads/[<id>] (push: refused) */
+    OCI_ROUTE_BASE,      /* /v2/ */
+    OCI_ROUTE_MANIFEST,  /* /v2/<name>/manifests/<reference> */
+    OCI_ROUTE_BLOB,      /* /v2/<name>/blobs/<digest> */
+    OCI_ROUTE_TAGS,      /* /v2/<name>/tags/list */
+    OCI_ROUTE_REFERRERS, /* /v2/<name>/referrers/<digest> */
+    OCI_ROUTE_UPLOAD,    /* /v2/<name>/blobs/uploads/[<id>] (push: refused) */
 } oci_route_kind;
 
 typedef enum {
     OCI_PARSE_OK = 0,
-    OCI_PARSE_NOT_FOUND,       /* not a distribution route at all */
-    OCI_PARSE_NAME_INVALID,    /* route shape ok, repository name invalid */
-    OCI_PARSE_DIGEST_INVALID,  /* a digest where one is required is malformed */
+    OCI_PARSE_NOT_FOUND,          /* not a distribution route at all */
+    OCI_PARSE_NAME_INVALID,       /* route shape ok, repository name invalid */
+    OCI_PARSE_DIGEST_INVALID,     /* a digest where one is required is malformed */
     OCI_PARSE_DIGEST_UNSUPPORTED, /* well-formed digest, algorithm not sha256 */
     OCI_PARSE_REFERENCE_INVALID,  /* manifest reference neither a tag nor a digest */
 } oci_parse_status;
 
 typedef struct {
     oci_route_kind kind;
-    char name[OCI_NAME_MAX + 1];            /* NUL-terminated repository name */
-    char reference[OCI_TAG_MAX + 72];       /* tag or digest text, NUL-terminated */
-    int by_digest;                          /* reference is a digest */
-    uint8_t digest[32];                     /* parsed when by_digest (and for blobs, referrers) */
+    char name[OCI_NAME_MAX + 1];      /* NUL-terminated repository name */
+    char reference[OCI_TAG_MAX + 72]; /* tag or digest text, NUL-terminated */
+    int by_digest;                    /* reference is a digest */
+    uint8_t digest[32];               /* parsed when by_digest (and for blobs, referrers) */
 } oci_route;
 
 /* Parses a request path (no query string; the caller strips '?...'). The

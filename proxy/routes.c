@@ -241,19 +241,32 @@ static void add_digest_headers(reqctx *c, const uint8_t digest[32])
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 416: return "Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Internal Server Error";
+    case 200:
+        return "OK";
+    case 206:
+        return "Partial Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 416:
+        return "Range Not Satisfiable";
+    case 429:
+        return "Too Many Requests";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -302,11 +315,21 @@ static void reply_upstream_error(reqctx *c, upstream_result r, const char *unkno
     snprintf(msg, sizeof(msg), "upstream: %s%s%s", upstream_result_name(r), detail ? ": " : "",
              detail ? detail : "");
     switch (r) {
-    case UPSTREAM_NOT_FOUND: reply_error(c, 404, unknown_code, msg); break;
-    case UPSTREAM_TOO_MANY: reply_error(c, 429, "TOOMANYREQUESTS", msg); break;
-    case UPSTREAM_TIMEOUT: reply_error(c, 504, "UNAVAILABLE", msg); break;
-    case UPSTREAM_CANCELLED: reply_error(c, 503, "UNAVAILABLE", msg); break;
-    default: reply_error(c, 502, "UNAVAILABLE", msg); break;
+    case UPSTREAM_NOT_FOUND:
+        reply_error(c, 404, unknown_code, msg);
+        break;
+    case UPSTREAM_TOO_MANY:
+        reply_error(c, 429, "TOOMANYREQUESTS", msg);
+        break;
+    case UPSTREAM_TIMEOUT:
+        reply_error(c, 504, "UNAVAILABLE", msg);
+        break;
+    case UPSTREAM_CANCELLED:
+        reply_error(c, 503, "UNAVAILABLE", msg);
+        break;
+    default:
+        reply_error(c, 502, "UNAVAILABLE", msg);
+        break;
     }
 }
 
@@ -343,8 +366,7 @@ static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *sn
     const void *data;
     size_t clen;
     uint64_t foff;
-    if (cache_blob_chunk(snap, digest, index, &data, &clen, &foff) != CACHE_OK ||
-        from + len > clen)
+    if (cache_blob_chunk(snap, digest, index, &data, &clen, &foff) != CACHE_OK || from + len > clen)
         return -1;
     unsigned flags = c->w->ssl_ctx ? EVBUF_FS_DISABLE_SENDFILE : 0;
     struct evbuffer_file_segment *seg = evbuffer_file_segment_new(
@@ -418,8 +440,7 @@ static void add_blob_headers(reqctx *c, const uint8_t digest[32], uint64_t size)
 
 static int etag_matches(reqctx *c, const uint8_t digest[32])
 {
-    const char *inm =
-        evhttp_find_header(evhttp_request_get_input_headers(c->req), "If-None-Match");
+    const char *inm = evhttp_find_header(evhttp_request_get_input_headers(c->req), "If-None-Match");
     if (!inm)
         return 0;
     char hex[VERIFY_DIGEST_TEXT_LEN];
@@ -662,9 +683,9 @@ static void send_manifest(reqctx *c, const uint8_t digest[32], const char *media
         return;
     }
     add_digest_headers(c, digest);
-    add_header(c, "Content-Type", media_type && media_type[0]
-                                      ? media_type
-                                      : "application/vnd.oci.image.manifest.v1+json");
+    add_header(c, "Content-Type",
+               media_type && media_type[0] ? media_type
+                                           : "application/vnd.oci.image.manifest.v1+json");
     add_header_u64(c, "Content-Length", len);
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, body, len);
@@ -1056,34 +1077,48 @@ static void dispatch_oci(reqctx *c, const char *path)
     transfer_repo_key(c->up, c->r.name, c->repo_key, sizeof(c->repo_key));
     char path_buf[1024];
     switch (c->r.kind) {
-    case OCI_ROUTE_BLOB: serve_blob(c); break;
-    case OCI_ROUTE_MANIFEST: serve_manifest(c); break;
+    case OCI_ROUTE_BLOB:
+        serve_blob(c);
+        break;
+    case OCI_ROUTE_MANIFEST:
+        serve_manifest(c);
+        break;
     case OCI_ROUTE_TAGS:
         snprintf(path_buf, sizeof(path_buf), "/v2/%s/tags/list", c->r.name);
         small_fetch(c, path_buf, tags_done);
         break;
     case OCI_ROUTE_REFERRERS: {
         const char *at = query(c, "artifactType");
-        snprintf(path_buf, sizeof(path_buf), "/v2/%s/referrers/%s%s%s", c->r.name,
-                 c->r.reference, at ? "?artifactType=" : "", at ? at : "");
+        snprintf(path_buf, sizeof(path_buf), "/v2/%s/referrers/%s%s%s", c->r.name, c->r.reference,
+                 at ? "?artifactType=" : "", at ? at : "");
         small_fetch(c, path_buf, referrers_done);
         break;
     }
-    default: reply_error(c, 404, "NAME_UNKNOWN", "unknown route"); break;
+    default:
+        reply_error(c, 404, "NAME_UNKNOWN", "unknown route");
+        break;
     }
 }
 
 static const char *method_name(enum evhttp_cmd_type m)
 {
     switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    default: return "OTHER";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    default:
+        return "OTHER";
     }
 }
 

@@ -171,8 +171,8 @@ static int worker_init(worker *w, daemon_ctx *d, int index, SSL_CTX *ssl, int fd
     evhttp_set_timeout(w->http, CONN_TIMEOUT_SECONDS);
     evhttp_set_default_content_type(w->http, NULL);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS);
     if (ssl)
         evhttp_set_bevcb(w->http, make_tls_bev, w);
     return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
@@ -370,8 +370,8 @@ static void log_startup(server *s)
     for (unsigned i = 0; i < cfg->n_upstreams; i++)
         log_info("server", "upstream name=\"%s\" url=%s", cfg->upstreams[i].name,
                  cfg->upstreams[i].url);
-    log_info("server", "listening on %s://%s workers=%u cache=%s tag_ttl=%us", s->ssl ? "https" : "http",
-             cfg->listen, s->n_workers, cfg->cache_dir, cfg->tag_ttl);
+    log_info("server", "listening on %s://%s workers=%u cache=%s tag_ttl=%us",
+             s->ssl ? "https" : "http", cfg->listen, s->n_workers, cfg->cache_dir, cfg->tag_ttl);
 }
 
 int server_run(config *cfg, const char *config_path)

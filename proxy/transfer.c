@@ -24,8 +24,8 @@
 #include "verify.h"
 
 #define MANIFEST_ACCEPT                                                                            \
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "       \
-    "application/vnd.docker.distribution.manifest.v2+json, "                                      \
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "        \
+    "application/vnd.docker.distribution.manifest.v2+json, "                                       \
     "application/vnd.docker.distribution.manifest.list.v2+json"
 
 struct transfer_table {
@@ -252,8 +252,9 @@ static void job_blob_finish(cache *c, void *arg)
     } else {
         cache_blob_delete(c, t->digest);
         set_state(t, T_FAILED, UPSTREAM_BAD_RESPONSE,
-                  t->write_failed ? "cache write failed" : "upstream sent bytes that do not "
-                                                           "match the digest");
+                  t->write_failed ? "cache write failed"
+                                  : "upstream sent bytes that do not "
+                                    "match the digest");
     }
     transfer_unref(t);
 }

@@ -70,26 +70,26 @@ typedef struct transfer {
     char key[600];
     daemon_ctx *d;
     const config_upstream *up;
-    char repo_key[600];       /* "<registry host>/<repository>" for tags */
+    char repo_key[600]; /* "<registry host>/<repository>" for tags */
     char repo[OCI_NAME_MAX + 1];
     char reference[OCI_TAG_MAX + 72];
     int by_digest;
-    uint8_t digest[32];       /* blob digest; manifest digest once known */
-    int have_cached_digest;   /* manifest by tag: a digest known from the cache */
+    uint8_t digest[32];     /* blob digest; manifest digest once known */
+    int have_cached_digest; /* manifest by tag: a digest known from the cache */
     uint8_t cached_digest[32];
     uint64_t upstream_id;
 
     pthread_mutex_t mu;
     transfer_state state;
-    upstream_result error;    /* when FAILED */
-    const char *error_msg;    /* static text when FAILED */
-    uint64_t total;           /* body length, UINT64_MAX until known */
+    upstream_result error; /* when FAILED */
+    const char *error_msg; /* static text when FAILED */
+    uint64_t total;        /* body length, UINT64_MAX until known */
     uint64_t received;
     /* blobs */
     chunk_buf *mem[TRANSFER_MEM_CHUNKS + 2];
-    uint32_t mem_first;       /* chunk index of mem[0] */
+    uint32_t mem_first; /* chunk index of mem[0] */
     uint32_t mem_count;
-    uint32_t committed;       /* chunks written to LMDB */
+    uint32_t committed; /* chunks written to LMDB */
     int paused;
     /* manifests */
     manifest_outcome outcome;
@@ -97,17 +97,17 @@ typedef struct transfer {
     size_t body_len;
     char media_type[128];
     transfer_waiter *waiters;
-    void *hasher;             /* writer-thread state (verify_hasher*) */
+    void *hasher; /* writer-thread state (verify_hasher*) */
     int write_failed;
 } transfer;
 
 typedef struct {
     transfer_kind kind;
     const config_upstream *up;
-    const char *repo;          /* repository at the upstream */
-    const char *reference;     /* tag or digest text */
+    const char *repo;      /* repository at the upstream */
+    const char *reference; /* tag or digest text */
     int by_digest;
-    const uint8_t *digest;     /* when by_digest */
+    const uint8_t *digest;        /* when by_digest */
     const uint8_t *cached_digest; /* manifest by tag: last known digest, or NULL */
 } transfer_spec;
 

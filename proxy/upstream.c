@@ -56,22 +56,22 @@ struct ureq {
     struct curl_slist *headers;
     struct event *retry_timer;
     unsigned attempt;
-    uint64_t delivered;       /* body bytes given to the consumer */
-    uint64_t attempt_start;   /* delivered when this attempt began */
-    uint64_t skip;            /* bytes of this response to drop (200 to a Range) */
-    int status;               /* current attempt's final status, 0 until known */
+    uint64_t delivered;     /* body bytes given to the consumer */
+    uint64_t attempt_start; /* delivered when this attempt began */
+    uint64_t skip;          /* bytes of this response to drop (200 to a Range) */
+    int status;             /* current attempt's final status, 0 until known */
     int headers_delivered;
     int auth_retried;
     int use_basic;
-    char *challenge;          /* WWW-Authenticate of a 401 */
-    char *token_scope;        /* scope this request's token is for */
+    char *challenge;   /* WWW-Authenticate of a 401 */
+    char *token_scope; /* scope this request's token is for */
     upstream_response resp;
 
     /* token requests */
-    ureq *waiter;             /* the request waiting for this token */
+    ureq *waiter; /* the request waiting for this token */
     char *body;
     size_t body_len;
-    char *url;                /* absolute URL (token realm) instead of conf->url + path */
+    char *url; /* absolute URL (token realm) instead of conf->url + path */
 };
 
 typedef enum { MSG_SUBMIT, MSG_UNPAUSE, MSG_CANCEL } msg_type;
@@ -109,7 +109,7 @@ static void check_multi(upstream *u);
 
 const char *upstream_result_name(upstream_result r)
 {
-    static const char *names[] = {"ok",          "not_found",   "denied",  "too_many_requests",
+    static const char *names[] = {"ok",           "not_found",   "denied",  "too_many_requests",
                                   "bad_response", "unavailable", "timeout", "cancelled"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "unknown";
 }
@@ -488,7 +488,8 @@ static void start_attempt(ureq *r)
     r->attempt_start = r->delivered;
     r->skip = 0;
     char url[2048];
-    snprintf(url, sizeof(url), "%s%s", r->url ? "" : r->spec.conf->url, r->url ? r->url : r->spec.path);
+    snprintf(url, sizeof(url), "%s%s", r->url ? "" : r->spec.conf->url,
+             r->url ? r->url : r->spec.path);
     configure_easy(r, e, url);
     if (r->spec.head)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -504,8 +505,7 @@ static void start_attempt(ureq *r)
         set_auth(r, e);
     else if (r->spec.conf->username) {
         curl_easy_setopt(e, CURLOPT_USERNAME, r->spec.conf->username);
-        curl_easy_setopt(e, CURLOPT_PASSWORD,
-                         r->spec.conf->password ? r->spec.conf->password : "");
+        curl_easy_setopt(e, CURLOPT_PASSWORD, r->spec.conf->password ? r->spec.conf->password : "");
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
@@ -637,8 +637,8 @@ static int request_token(ureq *r)
     t->url = malloc(n);
     if (!t->url)
         abort();
-    snprintf(t->url, n, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?",
-             s_service, s_scope);
+    snprintf(t->url, n, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?", s_service,
+             s_scope);
     curl_free(s_service);
     curl_free(s_scope);
     t->id = take_id(r->u);
@@ -752,8 +752,8 @@ static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         curl_multi_assign(u->multi, s, NULL);
         return 0;
     }
-    short kind = EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) |
-                 (what & CURL_POLL_OUT ? EV_WRITE : 0);
+    short kind =
+        EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
     if (!w) {
         w = calloc(1, sizeof(*w));
         if (!w)

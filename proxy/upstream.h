@@ -35,18 +35,18 @@ typedef struct upstream upstream;
 
 typedef enum {
     UPSTREAM_OK = 0,
-    UPSTREAM_NOT_FOUND,   /* 404: the upstream does not have it */
-    UPSTREAM_DENIED,      /* 401/403 after auth was attempted */
-    UPSTREAM_TOO_MANY,    /* 429 after retries */
-    UPSTREAM_BAD_RESPONSE,/* other 4xx, or a malformed answer */
-    UPSTREAM_UNAVAILABLE, /* connection refused/reset, 5xx, cut: after retries */
-    UPSTREAM_TIMEOUT,     /* connect or transfer timeout: after retries */
-    UPSTREAM_CANCELLED,   /* shutdown, or the consumer aborted */
+    UPSTREAM_NOT_FOUND,    /* 404: the upstream does not have it */
+    UPSTREAM_DENIED,       /* 401/403 after auth was attempted */
+    UPSTREAM_TOO_MANY,     /* 429 after retries */
+    UPSTREAM_BAD_RESPONSE, /* other 4xx, or a malformed answer */
+    UPSTREAM_UNAVAILABLE,  /* connection refused/reset, 5xx, cut: after retries */
+    UPSTREAM_TIMEOUT,      /* connect or transfer timeout: after retries */
+    UPSTREAM_CANCELLED,    /* shutdown, or the consumer aborted */
 } upstream_result;
 
 typedef struct {
-    int status;               /* final HTTP status (of the first successful response) */
-    int64_t content_length;   /* full body length, -1 if unknown */
+    int status;             /* final HTTP status (of the first successful response) */
+    int64_t content_length; /* full body length, -1 if unknown */
     char content_type[128];
     char docker_content_digest[80];
 } upstream_response;
@@ -64,11 +64,11 @@ typedef struct {
 
 typedef struct {
     const config_upstream *conf;
-    char path[1024];          /* e.g. "/v2/library/x/manifests/latest" */
-    char repository[256];     /* for the token scope "repository:NAME:pull" */
-    const char *accept;       /* Accept header value, or NULL */
-    int head;                 /* HEAD instead of GET */
-    int resumable;            /* a cut body may be resumed with Range */
+    char path[1024];      /* e.g. "/v2/library/x/manifests/latest" */
+    char repository[256]; /* for the token scope "repository:NAME:pull" */
+    const char *accept;   /* Accept header value, or NULL */
+    int head;             /* HEAD instead of GET */
+    int resumable;        /* a cut body may be resumed with Range */
 } upstream_request;
 
 /* Starts the upstream thread. NULL on failure. */

@@ -37,7 +37,8 @@ typedef enum {
 verify_status verify_digest_parse(const char *s, size_t len, uint8_t out[VERIFY_DIGEST_LEN]);
 
 /* Writes "sha256:<hex>" and a NUL into out. */
-void verify_digest_format(const uint8_t digest[VERIFY_DIGEST_LEN], char out[VERIFY_DIGEST_TEXT_LEN]);
+void verify_digest_format(const uint8_t digest[VERIFY_DIGEST_LEN],
+                          char out[VERIFY_DIGEST_TEXT_LEN]);
 
 /* One-shot SHA-256 of data into out. */
 void verify_sha256(const void *data, size_t len, uint8_t out[VERIFY_DIGEST_LEN]);
