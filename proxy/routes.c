@@ -89,20 +89,66 @@ static void serve_manifest(reqctx *c);
 
 /* ---------- the set of blobs verified since start ---------- */
 
+/* Open addressing on the digest's first 8 bytes (already uniformly random),
+ * linear probing, grown at half load. Only additions: a blob evicted later
+ * is found again by the cache's own checks. */
 typedef struct verified_set {
     pthread_mutex_t mu;
-    uint8_t (*items)[32];
+    uint8_t (*slots)[32];
+    unsigned char *used;
     size_t n, cap;
 } verified_set;
 
-static verified_set g_verified = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+static verified_set g_verified = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0};
+
+static size_t slot_of(const uint8_t d[32], size_t cap)
+{
+    uint64_t h;
+    memcpy(&h, d, sizeof(h));
+    return (size_t)(h & (cap - 1));
+}
+
+static int set_find(const verified_set *v, const uint8_t d[32])
+{
+    if (!v->cap)
+        return 0;
+    for (size_t i = slot_of(d, v->cap); v->used[i]; i = (i + 1) & (v->cap - 1))
+        if (memcmp(v->slots[i], d, 32) == 0)
+            return 1;
+    return 0;
+}
+
+static void set_insert(verified_set *v, const uint8_t d[32])
+{
+    size_t i = slot_of(d, v->cap);
+    while (v->used[i])
+        i = (i + 1) & (v->cap - 1);
+    memcpy(v->slots[i], d, 32);
+    v->used[i] = 1;
+    v->n++;
+}
+
+static void set_grow(verified_set *v)
+{
+    verified_set bigger = {.cap = v->cap ? v->cap * 2 : 256};
+    bigger.slots = malloc(bigger.cap * 32);
+    bigger.used = calloc(bigger.cap, 1);
+    if (!bigger.slots || !bigger.used)
+        abort();
+    for (size_t i = 0; i < v->cap; i++)
+        if (v->used[i])
+            set_insert(&bigger, v->slots[i]);
+    free(v->slots);
+    free(v->used);
+    v->slots = bigger.slots;
+    v->used = bigger.used;
+    v->cap = bigger.cap;
+}
 
 static int verified_has(const uint8_t d[32])
 {
-    int found = 0;
     pthread_mutex_lock(&g_verified.mu);
-    for (size_t i = 0; i < g_verified.n && !found; i++)
-        found = memcmp(g_verified.items[i], d, 32) == 0;
+    int found = set_find(&g_verified, d);
     pthread_mutex_unlock(&g_verified.mu);
     return found;
 }
@@ -110,23 +156,21 @@ static int verified_has(const uint8_t d[32])
 static void verified_add(const uint8_t d[32])
 {
     pthread_mutex_lock(&g_verified.mu);
-    if (g_verified.n == g_verified.cap) {
-        size_t cap = g_verified.cap ? g_verified.cap * 2 : 64;
-        void *p = realloc(g_verified.items, cap * 32);
-        if (!p)
-            abort();
-        g_verified.items = p;
-        g_verified.cap = cap;
+    if (!set_find(&g_verified, d)) {
+        if ((g_verified.n + 1) * 2 > g_verified.cap)
+            set_grow(&g_verified);
+        set_insert(&g_verified, d);
     }
-    memcpy(g_verified.items[g_verified.n++], d, 32);
     pthread_mutex_unlock(&g_verified.mu);
 }
 
 void routes_cleanup(void)
 {
     pthread_mutex_lock(&g_verified.mu);
-    free(g_verified.items);
-    g_verified.items = NULL;
+    free(g_verified.slots);
+    free(g_verified.used);
+    g_verified.slots = NULL;
+    g_verified.used = NULL;
     g_verified.n = g_verified.cap = 0;
     pthread_mutex_unlock(&g_verified.mu);
 }
