@@ -492,6 +492,19 @@ static int etag_matches(reqctx *c, const uint8_t digest[32])
     return strstr(inm, hex) != NULL || strcmp(inm, "*") == 0;
 }
 
+/* A buffer for blob bytes. On plain sockets it is marked as draining to a
+ * descriptor: only then does libevent keep file segments as sendfile(2)
+ * chains instead of mapping them into memory. */
+static struct evbuffer *body_buffer(reqctx *c)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        abort();
+    if (!c->w->ssl_ctx)
+        evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD);
+    return b;
+}
+
 static void send_cached_blob(reqctx *c, cache_snapshot *snap, const cache_blob_info *info)
 {
     const uint8_t *digest = c->r.digest;
@@ -503,7 +516,7 @@ static void send_cached_blob(reqctx *c, cache_snapshot *snap, const cache_blob_i
     if (apply_range(c, info->size) != 0)
         return;
     add_blob_headers(c, digest, info->size);
-    struct evbuffer *body = evbuffer_new();
+    struct evbuffer *body = body_buffer(c);
     if (!c->head && add_blob_range(c, body, snap, digest, c->offset, c->end) != 0) {
         evbuffer_free(body);
         evhttp_clear_headers(evhttp_request_get_output_headers(c->req));
@@ -635,7 +648,7 @@ static void blob_pump(reqctx *c)
     /* Until the digest is verified, hold back the last byte of the range. */
     uint64_t limit = st == T_DONE ? c->end : (received < c->end - 1 ? received : c->end - 1);
     if (c->offset < limit) {
-        struct evbuffer *out = evbuffer_new();
+        struct evbuffer *out = body_buffer(c);
         pthread_mutex_lock(&t->mu);
         size_t n = take_piece(c, out, limit);
         pthread_mutex_unlock(&t->mu);
