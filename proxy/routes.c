@@ -894,7 +894,7 @@ static void small_fetch(reqctx *c, const char *path, small_done_fn done)
     c->on_wake = small_wake;
     watch_close(c);
     atomic_fetch_add(&c->refs, 1);
-    upstream_submit(c->w->d->upstream, &req, &cb, c);
+    upstream_submit(c->w->d->upstream, &req, &cb, c, NULL);
 }
 
 static const char *query(reqctx *c, const char *key)

@@ -371,7 +371,7 @@ static void start_blob(transfer *t)
     snprintf(req.repository, sizeof(req.repository), "%s", t->repo);
     submit(t, job_blob_begin);
     atomic_fetch_add(&t->refs, 1);
-    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+    upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
 }
 
 /* ---------- manifests ---------- */
@@ -541,7 +541,7 @@ static void start_manifest_get(transfer *t)
     upstream_request req;
     manifest_request(t, &req);
     atomic_fetch_add(&t->refs, 1);
-    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+    upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
 }
 
 static void start_manifest(transfer *t)
@@ -555,7 +555,7 @@ static void start_manifest(transfer *t)
     manifest_request(t, &req);
     req.head = 1;
     atomic_fetch_add(&t->refs, 1);
-    t->upstream_id = upstream_submit(t->d->upstream, &req, &cb, t);
+    upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
 }
 
 /* ---------- creation ---------- */

@@ -934,11 +934,13 @@ void upstream_free(upstream *u)
     free(u);
 }
 
-uint64_t upstream_submit(upstream *u, const upstream_request *req, const upstream_callbacks *cb,
-                         void *arg)
+void upstream_submit(upstream *u, const upstream_request *req, const upstream_callbacks *cb,
+                     void *arg, uint64_t *id)
 {
     ureq *r = new_ureq(u, req, cb, arg);
     r->id = take_id(u);
+    if (id)
+        *id = r->id; /* before post: r may be finished and freed right after */
     msg *m = calloc(1, sizeof(*m));
     if (!m)
         abort();
@@ -946,7 +948,6 @@ uint64_t upstream_submit(upstream *u, const upstream_request *req, const upstrea
     m->req = r;
     m->id = r->id;
     post(u, m);
-    return r->id;
 }
 
 static void post_id(upstream *u, msg_type type, uint64_t id)

@@ -78,9 +78,10 @@ upstream *upstream_start(void);
  * unpause/cancel calls are ignored, until upstream_free. */
 void upstream_stop(upstream *u);
 void upstream_free(upstream *u);
-/* Queues a request; returns its id (never 0). Callable from any thread. */
-uint64_t upstream_submit(upstream *u, const upstream_request *req, const upstream_callbacks *cb,
-                         void *arg);
+/* Queues a request. Its id (never 0) is stored in *id (if not NULL) before
+ * the request can start, so callbacks may already use it. Any thread. */
+void upstream_submit(upstream *u, const upstream_request *req, const upstream_callbacks *cb,
+                     void *arg, uint64_t *id);
 /* Resumes a paused request (no-op if it has finished). Any thread. */
 void upstream_unpause(upstream *u, uint64_t id);
 /* Cancels a request (no-op if finished); on_done follows with CANCELLED. */
