@@ -38,6 +38,7 @@
 #include "verify.h"
 
 #define MAX_SMALL_BODY (4u << 20)
+#define COPY_MAX (16u << 10) /* blob pieces up to this size are copied, not sent by file */
 
 typedef struct reqctx reqctx;
 typedef void (*wake_fn)(reqctx *c);

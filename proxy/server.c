@@ -25,6 +25,7 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -68,8 +69,11 @@ static int open_listener(const struct sockaddr *sa, int salen, char *err, size_t
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
+    /* TCP_NODELAY is inherited by accepted sockets: a response's headers
+     * and a small body written separately must not wait for a delayed ACK. */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(fd, sa, (socklen_t)salen) != 0 || listen(fd, 1024) != 0) {
         snprintf(err, errlen, "cannot listen: %s", strerror(errno));
         if (fd >= 0)

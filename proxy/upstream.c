@@ -34,6 +34,7 @@
 
 #define TOKEN_MAX_BODY (64 * 1024)
 #define BACKOFF_BASE_MS 100
+#define MAX_REDIRECTS 5
 
 typedef struct token {
     struct token *next;
@@ -71,7 +72,9 @@ struct ureq {
     ureq *waiter; /* the request waiting for this token */
     char *body;
     size_t body_len;
-    char *url; /* absolute URL (token realm) instead of conf->url + path */
+    char *url;      /* absolute URL (token realm) instead of conf->url + path */
+    char *redirect; /* where the last answer sent us (no credentials go there) */
+    unsigned redirects;
 };
 
 typedef enum { MSG_SUBMIT, MSG_UNPAUSE, MSG_CANCEL } msg_type;
@@ -349,8 +352,6 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *userp)
         return len; /* only the blank line ending a header block matters */
     long code = 0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code >= 300 && code < 400)
-        return len; /* a redirect libcurl follows */
     if (code == 100)
         return len;
     r->status = (int)code;
@@ -419,6 +420,7 @@ static void finish(ureq *r, upstream_result result)
     free(r->token_scope);
     free(r->body);
     free(r->url);
+    free(r->redirect);
     free(r);
 }
 
@@ -461,10 +463,9 @@ static void configure_easy(ureq *r, CURL *e, const char *url)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    /* Redirects are followed by finish_attempt, never with credentials. */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)c->connect_timeout);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -487,9 +488,12 @@ static void start_attempt(ureq *r)
     r->status = 0;
     r->attempt_start = r->delivered;
     r->skip = 0;
-    char url[2048];
-    snprintf(url, sizeof(url), "%s%s", r->url ? "" : r->spec.conf->url,
-             r->url ? r->url : r->spec.path);
+    char url[4096];
+    if (r->redirect)
+        snprintf(url, sizeof(url), "%s", r->redirect);
+    else
+        snprintf(url, sizeof(url), "%s%s", r->url ? "" : r->spec.conf->url,
+                 r->url ? r->url : r->spec.path);
     configure_easy(r, e, url);
     if (r->spec.head)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -501,9 +505,11 @@ static void start_attempt(ureq *r)
         curl_easy_setopt(e, CURLOPT_RANGE, range);
         METRIC_ADD(upstream_resumes, 1);
     }
-    if (!r->url) /* a token request authenticates with Basic, if anything */
+    if (r->redirect) {
+        /* object storage: its URL carries its own authorization */
+    } else if (!r->url) { /* a token request authenticates with Basic, if anything */
         set_auth(r, e);
-    else if (r->spec.conf->username) {
+    } else if (r->spec.conf->username) {
         curl_easy_setopt(e, CURLOPT_USERNAME, r->spec.conf->username);
         curl_easy_setopt(e, CURLOPT_PASSWORD, r->spec.conf->password ? r->spec.conf->password : "");
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
@@ -527,6 +533,10 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg)
 static void retry_or_fail(ureq *r, upstream_result result)
 {
     free_attempt(r);
+    /* Start over at the registry: a storage URL may have expired. */
+    free(r->redirect);
+    r->redirect = NULL;
+    r->redirects = 0;
     if (r->delivered > r->attempt_start)
         r->attempt = 0;
     if (r->attempt >= r->spec.conf->retries ||
@@ -674,11 +684,37 @@ static void handle_unauthorized(ureq *r)
     finish(r, UPSTREAM_DENIED);
 }
 
+static int is_redirect(int st)
+{
+    return st == 301 || st == 302 || st == 303 || st == 307 || st == 308;
+}
+
+/* Follows a redirect (e.g. a registry's 307 to object storage) as a new
+ * attempt to the absolute Location, without the Authorization header. */
+static void follow_redirect(ureq *r)
+{
+    char *target = NULL;
+    curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &target);
+    if (!target || r->redirects >= MAX_REDIRECTS) {
+        free_attempt(r);
+        finish(r, UPSTREAM_BAD_RESPONSE);
+        return;
+    }
+    char *next = xstrdup(target); /* owned by the easy handle freed below */
+    free_attempt(r);
+    free(r->redirect);
+    r->redirect = next;
+    r->redirects++;
+    start_attempt(r);
+}
+
 static void finish_attempt(ureq *r, CURLcode code)
 {
     if (code == CURLE_OK) {
         int st = r->status;
-        if (st >= 200 && st < 300) {
+        if (is_redirect(st)) {
+            follow_redirect(r);
+        } else if (st >= 200 && st < 300) {
             free_attempt(r);
             finish(r, UPSTREAM_OK);
         } else if (st == 401) {
