@@ -45,7 +45,7 @@ typedef struct worker {
     struct event *stop_ev;
     struct event *drain_ev;
     struct event *tick_ev;
-        /* refreshes `snap` once a second */ /* stop accepting (closes this worker's listener) */
+    /* refreshes `snap` once a second */ /* stop accepting (closes this worker's listener) */
     struct evhttp_bound_socket *bound;
     cache_snapshot *snap; /* this thread's current read snapshot */
     void *ssl_ctx;        /* SSL_CTX*, NULL for plain HTTP */
