@@ -56,6 +56,8 @@ struct reqctx {
     const char *cache_result;
     int head;
     int logged;
+    int started_transfer; /* this request's miss started the upstream fetch */
+    uint64_t upstream_bytes;
     const char *method;
     char uri[512];
     oci_route r;
@@ -212,9 +214,12 @@ static void log_request(reqctx *c)
     clock_gettime(CLOCK_MONOTONIC, &now);
     double ms = (double)(now.tv_sec - c->start.tv_sec) * 1e3 +
                 (double)(now.tv_nsec - c->start.tv_nsec) / 1e6;
-    log_info("request", "method=%s path=\"%s\" status=%d bytes=%llu ms=%.2f cache=%s route=%s",
+    log_info("request",
+             "method=%s path=\"%s\" status=%d bytes=%llu ms=%.2f cache=%s upstream_bytes=%llu "
+             "route=%s",
              c->method, c->uri, c->status, (unsigned long long)c->bytes, ms,
-             c->cache_result ? c->cache_result : "-", metrics_route_name(c->route));
+             c->cache_result ? c->cache_result : "-", (unsigned long long)c->upstream_bytes,
+             metrics_route_name(c->route));
 }
 
 /* The client closed its connection: evhttp has detached c->req from it. */
@@ -244,6 +249,14 @@ static void unwatch_close(reqctx *c)
 /* Ends the request: c->req is answered or freed, and forgotten. */
 static void finish(reqctx *c)
 {
+    if (c->t && c->started_transfer) {
+        pthread_mutex_lock(&c->t->mu);
+        if (c->t->kind == TRANSFER_BLOB)
+            c->upstream_bytes = c->t->received;
+        else if (c->t->state == T_DONE) /* body_len is the upstream thread's until then */
+            c->upstream_bytes = c->t->body_len;
+        pthread_mutex_unlock(&c->t->mu);
+    }
     log_request(c);
     unwatch_close(c);
     if (c->client_gone && c->req)
@@ -702,6 +715,7 @@ static void blob_miss(reqctx *c)
     }
     METRIC_ADD(cache_misses[KIND_BLOB], 1);
     c->cache_result = joined ? "coalesced" : "miss";
+    c->started_transfer = !joined;
     wait_on_transfer(c, t, blob_pump);
 }
 
@@ -824,6 +838,7 @@ static void manifest_miss(reqctx *c, const uint8_t *cached_digest)
     }
     METRIC_ADD(cache_misses[KIND_MANIFEST], 1);
     c->cache_result = cached_digest ? "revalidate" : joined ? "coalesced" : "miss";
+    c->started_transfer = !joined;
     wait_on_transfer(c, t, manifest_wake);
 }
 
