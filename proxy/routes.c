@@ -417,7 +417,9 @@ static void segment_done(struct evbuffer_file_segment const *seg, int flags, voi
     cache_snapshot_unref(arg);
 }
 
-/* Appends bytes [from, from+len) of chunk `index` as a file segment. */
+/* Appends bytes [from, from+len) of chunk `index`: small pieces are copied
+ * (headers and body then leave in one write), larger ones become a file
+ * segment of LMDB's data file (sendfile, no copy). */
 static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *snap,
                              const uint8_t digest[32], uint32_t index, size_t from, size_t len)
 {
@@ -426,6 +428,8 @@ static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *sn
     uint64_t foff;
     if (cache_blob_chunk(snap, digest, index, &data, &clen, &foff) != CACHE_OK || from + len > clen)
         return -1;
+    if (len <= COPY_MAX)
+        return evbuffer_add(out, (const char *)data + from, len);
     unsigned flags = c->w->ssl_ctx ? EVBUF_FS_DISABLE_SENDFILE : 0;
     struct evbuffer_file_segment *seg = evbuffer_file_segment_new(
         cache_data_fd(c->w->d->cache), (ev_off_t)(foff + from), (ev_off_t)len, flags);
