@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_verify.h"
 #include "config.h"
 #include "server.h"
 
@@ -26,6 +27,7 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  serve     run the caching OCI registry proxy\n"
+            "  verify    check a kernel module, cosign signatures or a Sigstore bundle offline\n"
             "  version   print the version\n"
             "\n"
             "serve options (override the config file):\n"
@@ -124,6 +126,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;
