@@ -47,6 +47,7 @@
 #define DEFAULT_CONNECT_TIMEOUT 10
 #define DEFAULT_TRANSFER_TIMEOUT 30
 #define DEFAULT_RETRIES 3
+#define DEFAULT_BREAKER 10
 #define WORKERS_MAX 1024
 #define RETRIES_MAX 100
 #define HOST_MAX 255
@@ -240,7 +241,7 @@ static int host_valid(const char *s, size_t n)
 
 /* ---- sections ---------------------------------------------------------- */
 
-typedef enum { SEC_SERVER, SEC_CACHE, SEC_UPSTREAM, SEC_UNKNOWN } section_kind;
+typedef enum { SEC_SERVER, SEC_CACHE, SEC_TRUST, SEC_UPSTREAM, SEC_UNKNOWN } section_kind;
 
 static int is_blank(char c)
 {
@@ -262,6 +263,8 @@ static section_kind parse_section(const char *s, const char **host, size_t *host
         return SEC_SERVER;
     if (n == 5 && memcmp(s, "cache", 5) == 0)
         return SEC_CACHE;
+    if (n == 5 && memcmp(s, "trust", 5) == 0)
+        return SEC_TRUST;
     if (n < 8 || memcmp(s, "upstream", 8) != 0)
         return SEC_UNKNOWN;
     if (n == 8)
@@ -306,7 +309,8 @@ static config_upstream *upstream_add(config *cfg, const char *name, size_t len)
                            .tls_verify = 1,
                            .connect_timeout = DEFAULT_CONNECT_TIMEOUT,
                            .transfer_timeout = DEFAULT_TRANSFER_TIMEOUT,
-                           .retries = DEFAULT_RETRIES};
+                           .retries = DEFAULT_RETRIES,
+                           .breaker = DEFAULT_BREAKER};
     return u;
 }
 
@@ -377,6 +381,7 @@ static const key_spec server_keys[] = {
     {"tls_cert", V_OPT_STRING, SRV(tls_cert), 0, 0, "a file path"},
     {"tls_key", V_OPT_STRING, SRV(tls_key), 0, 0, "a file path"},
     {"log_requests", V_BOOL, SRV(log_requests), 0, 1, BOOL_EXPECT},
+    {"offline", V_BOOL, SRV(offline), 0, 1, BOOL_EXPECT},
     {NULL, V_STRING, 0, 0, 0, NULL},
 };
 
@@ -387,6 +392,18 @@ static const key_spec cache_keys[] = {
     {"tag_ttl", V_DURATION, SRV(tag_ttl), 0, UINT_MAX,
      "a duration: seconds, or a number with an s/m/h/d suffix"},
     {"sync", V_BOOL, SRV(sync), 0, 1, BOOL_EXPECT},
+    {"max_size", V_SIZE, SRV(max_size), 0, UINT64_MAX,
+     "a size: bytes, or a number with a K/M/G/T suffix (0 = unbounded)"},
+    {NULL, V_STRING, 0, 0, 0, NULL},
+};
+
+static const key_spec trust_keys[] = {
+    {"policy", V_OPT_STRING, SRV(policy), 0, 0, "a containers-policy.json file path"},
+    {"trusted_root", V_OPT_STRING, SRV(trusted_root), 0, 0, "a sigstore trusted_root.json path"},
+    {"module_certs", V_OPT_STRING, SRV(module_certs), 0, 0,
+     "PEM or DER certificate file paths, separated by blanks"},
+    {"module_scopes", V_OPT_STRING, SRV(module_scopes), 0, 0,
+     "registry[/repository] scopes, separated by blanks"},
     {NULL, V_STRING, 0, 0, 0, NULL},
 };
 
@@ -399,6 +416,8 @@ static const key_spec upstream_keys[] = {
     {"connect_timeout", V_DURATION, UPS(connect_timeout), 1, UINT_MAX, TIME_EXPECT},
     {"transfer_timeout", V_DURATION, UPS(transfer_timeout), 1, UINT_MAX, TIME_EXPECT},
     {"retries", V_COUNT, UPS(retries), 0, RETRIES_MAX, "a number from 0 to 100"},
+    {"breaker", V_DURATION, UPS(breaker), 0, UINT_MAX,
+     "a duration: seconds, or a number with an s/m/h/d suffix (0 = off)"},
     {NULL, V_STRING, 0, 0, 0, NULL},
 };
 
@@ -505,6 +524,7 @@ int config_set(config *cfg, const char *section, const char *key, const char *va
         return fail(err, errlen, where, "unknown section [%s]", section);
     const key_spec *table = sk == SEC_SERVER  ? server_keys
                             : sk == SEC_CACHE ? cache_keys
+                            : sk == SEC_TRUST ? trust_keys
                                               : upstream_keys;
     const key_spec *k = key_find(table, key);
     if (k == NULL)
@@ -580,6 +600,10 @@ void config_free(config *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->cache_dir);
+    free(cfg->policy);
+    free(cfg->trusted_root);
+    free(cfg->module_certs);
+    free(cfg->module_scopes);
     for (unsigned i = 0; i < cfg->n_upstreams; i++) {
         config_upstream *u = &cfg->upstreams[i];
         free(u->name);
@@ -603,7 +627,7 @@ typedef struct {
     unsigned lineno;                  /* of the line inih is working on */
     char *section;                    /* current section, whole and trimmed; NULL before any */
     int section_ok;                   /* it was opened without error */
-    unsigned seen_server, seen_cache; /* header lines, 0 = not yet */
+    unsigned seen_server, seen_cache, seen_trust; /* header lines, 0 = not yet */
     const char *seen_upstream[CONFIG_MAX_UPSTREAMS]; /* names of upstreams opened */
     unsigned seen_upstream_line[CONFIG_MAX_UPSTREAMS];
     unsigned n_seen_upstream;
@@ -686,6 +710,9 @@ static void open_section(loader *ld)
         break;
     case SEC_CACHE:
         open_fixed_section(ld, &ld->seen_cache, "cache");
+        break;
+    case SEC_TRUST:
+        open_fixed_section(ld, &ld->seen_trust, "trust");
         break;
     case SEC_UPSTREAM:
         open_upstream_section(ld, host, len);

@@ -3,10 +3,11 @@
  * plus command-line overrides, into one plain struct.
  *
  * conf/sluice.conf documents every key. Sections:
- *   [server]    listen, workers, tls_cert, tls_key, log_requests
- *   [cache]     dir, map_size, tag_ttl, sync
+ *   [server]    listen, workers, tls_cert, tls_key, log_requests, offline
+ *   [cache]     dir, map_size, tag_ttl, sync, max_size
+ *   [trust]     policy, trusted_root, module_certs, module_scopes
  *   [upstream]  the default upstream: url, username, password, ca_file,
- *               tls_verify, connect_timeout, transfer_timeout, retries
+ *               tls_verify, connect_timeout, transfer_timeout, retries, breaker
  *   [upstream "HOST"] another upstream, chosen by containerd's ?ns=HOST
  * Sizes accept K/M/G/T suffixes (powers of 1024); durations accept s/m/h/d
  * suffixes (plain number = seconds); booleans are true/false/yes/no/on/off/1/0.
@@ -33,6 +34,7 @@ typedef struct {
     unsigned connect_timeout;  /* seconds, default 10 */
     unsigned transfer_timeout; /* seconds without progress before a transfer is cut, default 30 */
     unsigned retries;          /* retries of a failed upstream request, default 3 */
+    unsigned breaker; /* seconds to fail fast after the upstream was unreachable, default 10 */
 } config_upstream;
 
 typedef struct {
@@ -41,11 +43,18 @@ typedef struct {
     char *tls_cert;   /* PEM certificate chain; with tls_key enables HTTPS */
     char *tls_key;
     int log_requests; /* one line per request on stderr, default 1 */
+    int offline;      /* never contact an upstream, default 0 */
 
     char *cache_dir;   /* default "/var/lib/sluice" */
     uint64_t map_size; /* LMDB map size (address space, not disk), default 256G */
     unsigned tag_ttl;  /* seconds a tag is served without asking upstream, default 300 */
     int sync;          /* fsync on commit, default 1 */
+    uint64_t max_size; /* cache bound in bytes for LRU eviction, 0 = unbounded (default) */
+
+    char *policy;        /* containers-policy.json; NULL = accept anything (said at startup) */
+    char *trusted_root;  /* sigstore trusted_root.json for keyless checks, optional */
+    char *module_certs;  /* blank-separated certificate files for kernel-module signatures */
+    char *module_scopes; /* blank-separated scopes whose kernel modules must be signed */
 
     config_upstream upstreams[CONFIG_MAX_UPSTREAMS];
     unsigned n_upstreams; /* upstreams[0] is the default when its name is "" */

@@ -205,12 +205,19 @@ static const char good_file[] = "\xEF\xBB\xBF; Sluice test configuration\n"
                                 "tls_cert = /etc/sluice/cert.pem\n"
                                 "tls_key = /etc/sluice/key.pem ; inline comment\n"
                                 "log_requests = off\n"
+                                "offline = yes\n"
+                                "\n"
+                                "[trust]\n"
+                                "policy = /etc/sluice/policy.json\n"
+                                "module_scopes = r.example/drivers r.example/gpu\n"
+                                "module_certs = /etc/sluice/a.pem /etc/sluice/b.der\n"
                                 "\n"
                                 "[cache]\r\n"
                                 "  dir = /srv/sluice\r\n"
                                 "\tmap_size = 8G\n"
                                 "tag_ttl = 5m\n"
                                 "sync = no\n"
+                                "max_size = 20G\n"
                                 "\n"
                                 "[upstream \"ghcr.io\"]\n"
                                 "url = https://ghcr.io\n"
@@ -225,6 +232,7 @@ static const char good_file[] = "\xEF\xBB\xBF; Sluice test configuration\n"
                                 "connect_timeout = 3\n"
                                 "transfer_timeout = 2m\n"
                                 "retries = 5\n"
+                                "breaker = 1m\n"
                                 "\n"
                                 "[ upstream  \"" LONG_HOST "\" ]\n"
                                 "url = http://10.0.0.1:5000\n";
@@ -246,6 +254,12 @@ static void test_good_file(void **state)
     assert_int_equal(cfg.map_size, 8ULL << 30);
     assert_int_equal(cfg.tag_ttl, 300);
     assert_int_equal(cfg.sync, 0);
+    assert_int_equal(cfg.offline, 1);
+    assert_int_equal(cfg.max_size, 20ULL << 30);
+    assert_string_equal(cfg.policy, "/etc/sluice/policy.json");
+    assert_null(cfg.trusted_root);
+    assert_string_equal(cfg.module_scopes, "r.example/drivers r.example/gpu");
+    assert_string_equal(cfg.module_certs, "/etc/sluice/a.pem /etc/sluice/b.der");
     assert_int_equal(cfg.n_upstreams, 3);
 
     const config_upstream *d = &cfg.upstreams[0]; /* the default goes first */
@@ -258,6 +272,7 @@ static void test_good_file(void **state)
     assert_int_equal(d->connect_timeout, 3);
     assert_int_equal(d->transfer_timeout, 120);
     assert_int_equal(d->retries, 5);
+    assert_int_equal(d->breaker, 60);
 
     const config_upstream *g = config_upstream_for(&cfg, "ghcr.io");
     assert_non_null(g);
@@ -267,11 +282,30 @@ static void test_good_file(void **state)
     assert_int_equal(g->connect_timeout, 10);
     assert_int_equal(g->transfer_timeout, 30);
     assert_int_equal(g->retries, 0);
+    assert_int_equal(g->breaker, 10);
 
     const config_upstream *e = config_upstream_for(&cfg, LONG_HOST);
     assert_non_null(e);
     assert_string_equal(e->name, LONG_HOST);
     assert_string_equal(e->url, "http://10.0.0.1:5000");
+    config_free(&cfg);
+}
+
+/* The shipped sample documents every key and must load as it is (tests run
+ * in tests/, see tests/meson.build). */
+static void test_sample_file(void **state)
+{
+    (void)state;
+    config cfg;
+    char err[512] = "";
+    config_init(&cfg);
+    if (config_load_file(&cfg, "../conf/sluice.conf", err, sizeof err) != 0)
+        fail_msg("conf/sluice.conf: %s", err);
+    assert_int_equal(config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.offline, 0);
+    assert_int_equal(cfg.max_size, 0);
+    assert_null(cfg.policy);
+    assert_int_equal(cfg.upstreams[0].breaker, 10);
     config_free(&cfg);
 }
 
@@ -580,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_parse_bool),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_good_file),
+        cmocka_unit_test(test_sample_file),
         cmocka_unit_test(test_load_on_top),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_bad_bytes),
