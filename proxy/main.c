@@ -40,7 +40,8 @@ static void usage(FILE *out)
             "  --tls-cert FILE       serve HTTPS with this certificate chain (PEM)\n"
             "  --tls-key FILE        ... and this private key (PEM)\n"
             "  --ca-file FILE        CA bundle to verify the default upstream\n"
-            "  --no-sync             do not fsync cache commits (tests, benchmarks)\n");
+            "  --no-sync             do not fsync cache commits (tests, benchmarks)\n"
+            "  --offline             never contact an upstream: serve the cache only\n");
 }
 
 typedef struct {
@@ -58,13 +59,19 @@ static const override overrides[] = {
 
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'f'},   {"listen", required_argument, NULL, 'l'},
-        {"upstream", required_argument, NULL, 'u'}, {"cache", required_argument, NULL, 'c'},
-        {"workers", required_argument, NULL, 'w'},  {"tag-ttl", required_argument, NULL, 't'},
-        {"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
-        {"ca-file", required_argument, NULL, 'A'},  {"no-sync", no_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'f'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"upstream", required_argument, NULL, 'u'},
+                                         {"cache", required_argument, NULL, 'c'},
+                                         {"workers", required_argument, NULL, 'w'},
+                                         {"tag-ttl", required_argument, NULL, 't'},
+                                         {"tls-cert", required_argument, NULL, 'C'},
+                                         {"tls-key", required_argument, NULL, 'K'},
+                                         {"ca-file", required_argument, NULL, 'A'},
+                                         {"no-sync", no_argument, NULL, 'S'},
+                                         {"offline", no_argument, NULL, 'O'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *config_path = NULL;
     /* First pass: the config file, so that flags override it. */
     int opt;
@@ -96,6 +103,10 @@ static int cmd_serve(int argc, char **argv)
             continue;
         if (opt == 'S') {
             cfg.sync = 0;
+            continue;
+        }
+        if (opt == 'O') {
+            cfg.offline = 1;
             continue;
         }
         const override *o = &overrides[opt];

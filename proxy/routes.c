@@ -385,6 +385,9 @@ static void reply_upstream_error(reqctx *c, upstream_result r, const char *unkno
     case UPSTREAM_CANCELLED:
         reply_error(c, 503, "UNAVAILABLE", msg);
         break;
+    case UPSTREAM_OFFLINE:
+        reply_error(c, 503, "UNAVAILABLE", "offline: not in the cache");
+        break;
     default:
         reply_error(c, 502, "UNAVAILABLE", msg);
         break;

@@ -367,7 +367,7 @@ static int start(server *s, char *err, size_t errlen)
     if (open_cache(s, err, errlen) != 0)
         return -1;
     s->d.writer = writer_start(s->d.cache);
-    s->d.upstream = upstream_start();
+    s->d.upstream = upstream_start(s->d.cfg->offline);
     s->d.transfers = transfer_table_new();
     if (!s->d.writer || !s->d.upstream || !s->d.transfers) {
         snprintf(err, errlen, "cannot start threads");
@@ -384,6 +384,8 @@ static void log_startup(server *s)
     for (unsigned i = 0; i < cfg->n_upstreams; i++)
         log_info("server", "upstream name=\"%s\" url=%s", cfg->upstreams[i].name,
                  cfg->upstreams[i].url);
+    if (cfg->offline)
+        log_info("server", "offline: no upstream will be contacted; serving the cache only");
     log_info("server", "listening on %s://%s workers=%u cache=%s tag_ttl=%us",
              s->ssl ? "https" : "http", cfg->listen, s->n_workers, cfg->cache_dir, cfg->tag_ttl);
 }

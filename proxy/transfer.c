@@ -554,6 +554,7 @@ static void start_manifest(transfer *t)
     upstream_request req;
     manifest_request(t, &req);
     req.head = 1;
+    req.no_retry = 1; /* a cached digest answers if the upstream does not */
     atomic_fetch_add(&t->refs, 1);
     upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
 }

@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "log.h"
 #include "metrics.h"
 
 #define TOKEN_MAX_BODY (64 * 1024)
@@ -74,6 +75,7 @@ struct ureq {
     size_t body_len;
     char *url;      /* absolute URL (token realm) instead of conf->url + path */
     char *redirect; /* where the last answer sent us (no credentials go there) */
+    int attempted;  /* an attempt was started (the breaker learns from it) */
     unsigned redirects;
 };
 
@@ -98,6 +100,11 @@ struct upstream {
     uint64_t next_id;
     ureq *live;
     token *tokens;
+    int offline;
+    struct breaker {
+        const config_upstream *conf;
+        int64_t until_ms; /* monotonic; down until then */
+    } breakers[CONFIG_MAX_UPSTREAMS];
 };
 
 typedef struct {
@@ -113,7 +120,8 @@ static void check_multi(upstream *u);
 const char *upstream_result_name(upstream_result r)
 {
     static const char *names[] = {"ok",           "not_found",   "denied",  "too_many_requests",
-                                  "bad_response", "unavailable", "timeout", "cancelled"};
+                                  "bad_response", "unavailable", "timeout", "cancelled",
+                                  "offline"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "unknown";
 }
 
@@ -402,9 +410,54 @@ static void free_attempt(ureq *r)
     r->headers = NULL;
 }
 
+/* ---------- circuit breaker (upstream thread only) ---------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct breaker *breaker_of(upstream *u, const config_upstream *conf)
+{
+    for (size_t i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
+        if (u->breakers[i].conf == conf || !u->breakers[i].conf) {
+            u->breakers[i].conf = conf;
+            return &u->breakers[i];
+        }
+    return NULL;
+}
+
+static int breaker_open(upstream *u, const config_upstream *conf)
+{
+    struct breaker *b = breaker_of(u, conf);
+    return b && b->until_ms > now_ms();
+}
+
+/* A request ended: no answer at all trips the breaker, any answer resets it. */
+static void breaker_note(ureq *r, upstream_result result)
+{
+    struct breaker *b = breaker_of(r->u, r->spec.conf);
+    if (!b || result == UPSTREAM_CANCELLED || result == UPSTREAM_OFFLINE)
+        return;
+    int no_answer = r->status == 0 && !r->headers_delivered &&
+                    (result == UPSTREAM_UNAVAILABLE || result == UPSTREAM_TIMEOUT);
+    if (no_answer && r->spec.conf->breaker) {
+        if (b->until_ms <= now_ms())
+            log_warn("upstream", "%s unreachable: answering from the cache for %us",
+                     r->spec.conf->url, r->spec.conf->breaker);
+        b->until_ms = now_ms() + (int64_t)r->spec.conf->breaker * 1000;
+    } else if (!no_answer) {
+        b->until_ms = 0;
+    }
+}
+
 static void finish(ureq *r, upstream_result result)
 {
     upstream *u = r->u;
+    if (r->attempted)
+        breaker_note(r, result);
     free_attempt(r);
     live_remove(u, r);
     for (ureq *o = u->live; o; o = o->next)
@@ -485,6 +538,7 @@ static void start_attempt(ureq *r)
         return;
     }
     r->easy = e;
+    r->attempted = 1;
     r->status = 0;
     r->attempt_start = r->delivered;
     r->skip = 0;
@@ -539,7 +593,7 @@ static void retry_or_fail(ureq *r, upstream_result result)
     r->redirects = 0;
     if (r->delivered > r->attempt_start)
         r->attempt = 0;
-    if (r->attempt >= r->spec.conf->retries ||
+    if (r->spec.no_retry || r->attempt >= r->spec.conf->retries ||
         (r->headers_delivered && r->delivered > 0 && !r->spec.resumable) || r->u->stopping) {
         finish(r, result);
         return;
@@ -847,6 +901,10 @@ static void handle_msg(upstream *u, msg *m)
         live_add(u, m->req);
         if (u->stopping)
             finish(m->req, UPSTREAM_CANCELLED);
+        else if (u->offline)
+            finish(m->req, UPSTREAM_OFFLINE);
+        else if (breaker_open(u, m->req->spec.conf))
+            finish(m->req, UPSTREAM_UNAVAILABLE);
         else
             start_attempt(m->req);
         return;
@@ -897,11 +955,12 @@ static void *upstream_main(void *arg)
     return NULL;
 }
 
-upstream *upstream_start(void)
+upstream *upstream_start(int offline)
 {
     upstream *u = calloc(1, sizeof(*u));
     if (!u)
         return NULL;
+    u->offline = offline;
     pthread_mutex_init(&u->mu, NULL);
     u->base = event_base_new();
     u->multi = curl_multi_init();

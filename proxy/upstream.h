@@ -42,6 +42,7 @@ typedef enum {
     UPSTREAM_UNAVAILABLE,  /* connection refused/reset, 5xx, cut: after retries */
     UPSTREAM_TIMEOUT,      /* connect or transfer timeout: after retries */
     UPSTREAM_CANCELLED,    /* shutdown, or the consumer aborted */
+    UPSTREAM_OFFLINE,      /* offline mode: no upstream is ever contacted */
 } upstream_result;
 
 typedef struct {
@@ -69,10 +70,19 @@ typedef struct {
     const char *accept;   /* Accept header value, or NULL */
     int head;             /* HEAD instead of GET */
     int resumable;        /* a cut body may be resumed with Range */
+    int no_retry;         /* fail at the first error (the caller has a fallback) */
 } upstream_request;
 
-/* Starts the upstream thread. NULL on failure. */
-upstream *upstream_start(void);
+/* Starts the upstream thread. NULL on failure. With offline set, every
+ * request ends at once with UPSTREAM_OFFLINE.
+ *
+ * Circuit breaker: when a request to an upstream fails without any answer
+ * (refused, unreachable, connect timeout), that upstream is considered down
+ * for its `breaker` seconds: requests to it end at once with
+ * UPSTREAM_UNAVAILABLE instead of each waiting for a connect timeout, so
+ * whatever can be answered from the cache is answered at LAN speed. Any
+ * answer from the upstream closes the breaker. */
+upstream *upstream_start(int offline);
 /* Cancels whatever is in flight (each gets on_done(UPSTREAM_CANCELLED)),
  * stops and joins the thread. Later submissions are cancelled at once and
  * unpause/cancel calls are ignored, until upstream_free. */

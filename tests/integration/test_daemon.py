@@ -7,6 +7,7 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (Sluice, build_image, get, OciLayout, push, request, wait_until,
+from conftest import (Sluice, build_image, get, OciLayout, pull, push, request, wait_until,
                       ACCEPT_ALL_MANIFESTS, sha256_digest)
 
 MANIFEST_HEADERS = {"Accept": ACCEPT_ALL_MANIFESTS}
@@ -239,3 +240,75 @@ def test_corrupt_cached_blob_is_evicted_and_refetched(sluice_factory, registry, 
     assert r.status == 200 and sha256_digest(r.body) == digest
     assert s.metrics().value("sluice_corrupt_evictions_total") == 1
     assert registry.wait_count("GET", re.escape(blob_path("rot/app", digest)), 2) == 2
+
+
+# -- offline mode and the circuit breaker -------------------------------------------------------
+
+def test_offline_serves_only_the_cache(sluice_factory, registry, tmp_path):
+    _, img = publish(registry, tmp_path, "off/app", "v1", [3000, 70000], "off")
+    s = sluice_factory(registry.url)
+    assert pull(s.host, "off/app", "v1", str(tmp_path / "online")) == img["manifest"]["digest"]
+    s.stop()
+    _, other = publish(registry, tmp_path, "off/app", "v2", [1000], "off2")
+    before = len(registry.requests())
+    s.extra_args = ["--offline"]
+    s.start()
+    assert "offline" in s.stderr()
+    assert pull(s.host, "off/app", "v1", str(tmp_path / "offline")) == img["manifest"]["digest"]
+    r = get(s.host, "/v2/off/app/manifests/v1", MANIFEST_HEADERS)
+    assert r.status == 200 and r.header("docker-content-digest") == img["manifest"]["digest"]
+    # not cached: 503, never 404, and the upstream is never asked
+    r = get(s.host, "/v2/off/app/manifests/v2", MANIFEST_HEADERS)
+    assert r.status == 503 and r.oci_error_codes() == ["UNAVAILABLE"]
+    r = get(s.host, blob_path("off/app", other["layers"][0]["digest"]))
+    assert r.status == 503
+    tags = get(s.host, "/v2/off/app/tags/list").json()["tags"]
+    assert tags == ["v1"]
+    time.sleep(0.3)
+    after = registry.requests()[before:]
+    assert after == [], f"offline sluice asked the upstream: {after}"
+
+
+def blackhole(port):
+    """A listener on port whose accept queue is full and never drained: new
+    connections hang in SYN_SENT, like a host that drops packets."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(0)
+    fillers = []
+    for _ in range(4):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    return [lsock] + fillers
+
+
+@pytest.mark.parametrize("how", ["closed", "blackhole"])
+def test_breaker_serves_cached_tag_fast_when_upstream_down(sluice_factory, registry, tmp_path, how):
+    _, img = publish(registry, tmp_path, "brk/app", "v1", [1000], f"brk-{how}")
+    conf = f"[upstream]\nurl = {registry.url}\nconnect_timeout = 1\nretries = 1\nbreaker = 30\n"
+    s = sluice_factory(None, config=conf, tag_ttl=0)
+    assert get(s.host, "/v2/brk/app/manifests/v1", MANIFEST_HEADERS).status == 200
+    registry.stop()
+    held = blackhole(registry.port) if how == "blackhole" else []
+    try:
+        first = get(s.host, "/v2/brk/app/manifests/v1", MANIFEST_HEADERS, timeout=30)
+        assert first.status == 200 and first.header("warning")
+        for _ in range(5):
+            t0 = time.monotonic()
+            r = get(s.host, "/v2/brk/app/manifests/v1", MANIFEST_HEADERS)
+            took = time.monotonic() - t0
+            assert r.status == 200 and r.header("docker-content-digest") == img["manifest"]["digest"]
+            assert took < 0.1, f"cached tag took {took:.3f}s with the upstream {how}"
+        # uncached content fails fast too, with a 5xx
+        t0 = time.monotonic()
+        r = get(s.host, "/v2/brk/app/manifests/nope", MANIFEST_HEADERS)
+        assert r.status in (502, 503, 504) and time.monotonic() - t0 < 0.1
+    finally:
+        for sock in held:
+            sock.close()
