@@ -11,6 +11,14 @@
  *              seconds) it was last confirmed by the upstream.
  *   referrers  subject digest || referrer digest -> the referrer's descriptor
  *              (a JSON object as the OCI referrers API lists it).
+ *   refs       "repository\0" || digest -> the manifests of that repository
+ *              that reference the digest (layers, configs, child manifests).
+ *   deltas     base || target || codec -> a delta (itself a COMPLETE blob).
+ *   counters   persistent request/byte counters and the running totals that
+ *              make cache_stat O(1).
+ * Blobs and manifests carry an access time and a pinned flag; cache_evict
+ * keeps the store within a size bound by least-recently-used eviction of
+ * what is not pinned.
  *
  * States of a blob. cache_blob_begin creates a PARTIAL record; chunks are then
  * appended in order, each in its own write transaction so a large blob never
@@ -121,6 +129,15 @@ cache_status cache_blob_begin(cache *c, const uint8_t digest[CACHE_DIGEST_LEN],
  * the last must be exactly CACHE_CHUNK_SIZE bytes). */
 cache_status cache_blob_append(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint32_t index,
                                const void *data, size_t len);
+/* Appends len bytes as chunks index, index + 1, ... in one write
+ * transaction (one commit, one fsync, instead of one per chunk): the same
+ * rules as calling cache_blob_append for each CACHE_CHUNK_SIZE piece, the
+ * last piece possibly shorter (and then the last of the blob). All or none
+ * are appended. len is at most CACHE_APPEND_MAX. For bulk writers such as
+ * `sluice seed`. */
+#define CACHE_APPEND_MAX (16u * CACHE_CHUNK_SIZE)
+cache_status cache_blob_append_chunks(cache *c, const uint8_t digest[CACHE_DIGEST_LEN],
+                                      uint32_t index, const void *data, size_t len);
 /* Marks a PARTIAL blob COMPLETE; the caller has verified that the appended
  * bytes hash to digest. size must equal the bytes appended. */
 cache_status cache_blob_complete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint64_t size);
@@ -166,6 +183,82 @@ typedef int (*cache_referrer_fn)(void *arg, const uint8_t referrer[CACHE_DIGEST_
 int cache_referrer_list(cache_snapshot *s, const uint8_t subject[CACHE_DIGEST_LEN],
                         cache_referrer_fn fn, void *arg);
 
+/* ---- references: which manifests of a repository use a blob ---- */
+
+/* Records that manifest `manifest` in repository `repo` (the same key as
+ * tags use: "registry/repository") references `digest` (a layer, a config,
+ * or a child manifest of an index). Idempotent. */
+cache_status cache_ref_put(cache *c, const char *repo, const uint8_t digest[CACHE_DIGEST_LEN],
+                           const uint8_t manifest[CACHE_DIGEST_LEN]);
+/* Calls fn for each manifest of repo that references digest, in digest
+ * order; fn returning nonzero stops. Returns the number of calls, or a
+ * negative status. */
+typedef int (*cache_ref_fn)(void *arg, const uint8_t manifest[CACHE_DIGEST_LEN]);
+int cache_ref_list(cache_snapshot *s, const char *repo, const uint8_t digest[CACHE_DIGEST_LEN],
+                   cache_ref_fn fn, void *arg);
+
+/* ---- deltas ---- */
+
+/* A delta is stored as a COMPLETE blob under its own SHA-256 (`delta`), and
+ * indexed by (base, target, codec). codec is a short name ("zstd", "vcdiff",
+ * "bsz"; at most 15 bytes). Evicted before full blobs. */
+cache_status cache_delta_put(cache *c, const uint8_t base[CACHE_DIGEST_LEN],
+                             const uint8_t target[CACHE_DIGEST_LEN], const char *codec,
+                             const uint8_t delta[CACHE_DIGEST_LEN], uint64_t size);
+/* CACHE_NOTFOUND when no delta is indexed for (base, target, codec). size may be NULL. */
+cache_status cache_delta_get(cache_snapshot *s, const uint8_t base[CACHE_DIGEST_LEN],
+                             const uint8_t target[CACHE_DIGEST_LEN], const char *codec,
+                             uint8_t delta[CACHE_DIGEST_LEN], uint64_t *size);
+/* Calls fn for each codec indexed for (base, target), in codec-name byte
+ * order; fn returning nonzero stops. Returns the number of calls, or a
+ * negative status. */
+typedef int (*cache_delta_fn)(void *arg, const char *codec, const uint8_t delta[CACHE_DIGEST_LEN],
+                              uint64_t size);
+int cache_delta_list(cache_snapshot *s, const uint8_t base[CACHE_DIGEST_LEN],
+                     const uint8_t target[CACHE_DIGEST_LEN], cache_delta_fn fn, void *arg);
+
+/* ---- pins and eviction ---- */
+
+/* Pins (or unpins) a blob or manifest: a pinned object is never evicted.
+ * Seeded content is pinned. A blob and a manifest under the same digest are
+ * both changed. The pin survives cache_manifest_put replacing the record;
+ * deleting the object drops it. CACHE_NOTFOUND if neither exists. */
+cache_status cache_pin(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], int pinned);
+
+typedef struct {
+    uint64_t evicted_objects;
+    uint64_t evicted_bytes;
+    uint64_t size_after; /* bytes of blobs, deltas and manifests left */
+} cache_evict_result;
+
+/* Evicts least-recently-used unpinned objects until what is stored
+ * (cache_stats blob_bytes + manifest_bytes: COMPLETE blobs, delta blobs
+ * included, and manifest bodies) is at most max_bytes: deltas first (index
+ * entry and delta blob), then blobs and manifests by access time.
+ * Never a PARTIAL blob (a transfer in progress), never a pinned object,
+ * never a blob or manifest referenced by a pinned manifest; tags whose
+ * manifest is evicted go too. Readers holding snapshots keep seeing what
+ * they saw (LMDB's MVCC), so an object being served is never cut short.
+ * Runs in bounded write transactions (a few hundred deletions each), never
+ * one huge one; an object accessed or pinned since the candidates were
+ * collected is skipped. CACHE_OK also when only pinned or PARTIAL content is
+ * left above the bound: out->size_after says what remains. Walks the store
+ * (memory: about 56 bytes per unpinned object): run it off any event loop. */
+cache_status cache_evict(cache *c, uint64_t max_bytes, cache_evict_result *out);
+
+/* ---- persistent counters (for `sluice stat`) ---- */
+
+typedef struct {
+    uint64_t hits, misses;       /* requests answered from cache / needing upstream */
+    uint64_t bytes_served;       /* body bytes sent to clients */
+    uint64_t bytes_upstream;     /* body bytes received from upstreams */
+    uint64_t bytes_saved_deltas; /* full size minus delta size, summed over deltas served */
+} cache_counters;
+
+/* Adds each field of delta to the stored counters (one small write). */
+cache_status cache_counters_add(cache *c, const cache_counters *delta);
+cache_status cache_counters_get(cache *c, cache_counters *out);
+
 /* ---- access times and statistics ---- */
 
 /* Records an access time for a blob or manifest (one small write). */
@@ -174,14 +267,36 @@ cache_status cache_touch(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint6
 typedef struct {
     uint64_t map_size;   /* current LMDB map size */
     uint64_t used_bytes; /* pages in use * page size */
-    uint64_t blobs;      /* COMPLETE blobs */
+    uint64_t blobs;      /* COMPLETE blobs (delta blobs included) */
     uint64_t blob_bytes; /* their total size */
     uint64_t partial_blobs;
     uint64_t manifests;
     uint64_t tags;
+    uint64_t pinned_bytes;   /* COMPLETE blobs and manifest bodies that are pinned */
+    uint64_t deltas;         /* delta index entries */
+    uint64_t delta_bytes;    /* sum of their sizes (their blobs are in blob_bytes) */
+    uint64_t manifest_bytes; /* manifest bodies */
 } cache_stats;
 
+/* O(1) (running totals kept in every write transaction): cheap enough for
+ * an event loop's /metrics. What max_size bounds is blob_bytes +
+ * manifest_bytes. */
 cache_status cache_stat(cache *c, cache_stats *out);
+
+/* ---- checking every stored digest ---- */
+
+typedef struct {
+    uint64_t blobs, manifests; /* checked */
+    uint64_t bad;              /* of which did not match their digest or could not be read */
+} cache_check_result;
+typedef void (*cache_check_fn)(void *arg, const uint8_t digest[CACHE_DIGEST_LEN], int is_manifest,
+                               cache_status st);
+
+/* Re-hashes every COMPLETE blob and every manifest and reports each one that
+ * does not match its digest through fn (may be NULL), with the status
+ * (CACHE_CORRUPT, ...). Deletes nothing. CPU and I/O heavy: not on an event
+ * loop. Objects deleted meanwhile are skipped. */
+cache_status cache_check(cache *c, cache_check_fn fn, void *arg, cache_check_result *out);
 
 /* Calls fn for each PARTIAL blob (for resuming or cleaning up after a crash). */
 typedef int (*cache_partial_fn)(void *arg, const uint8_t digest[CACHE_DIGEST_LEN],

@@ -241,7 +241,14 @@ static int host_valid(const char *s, size_t n)
 
 /* ---- sections ---------------------------------------------------------- */
 
-typedef enum { SEC_SERVER, SEC_CACHE, SEC_TRUST, SEC_UPSTREAM, SEC_UNKNOWN } section_kind;
+typedef enum {
+    SEC_SERVER,
+    SEC_CACHE,
+    SEC_TRUST,
+    SEC_DELTA,
+    SEC_UPSTREAM,
+    SEC_UNKNOWN
+} section_kind;
 
 static int is_blank(char c)
 {
@@ -265,6 +272,8 @@ static section_kind parse_section(const char *s, const char **host, size_t *host
         return SEC_CACHE;
     if (n == 5 && memcmp(s, "trust", 5) == 0)
         return SEC_TRUST;
+    if (n == 5 && memcmp(s, "delta", 5) == 0)
+        return SEC_DELTA;
     if (n < 8 || memcmp(s, "upstream", 8) != 0)
         return SEC_UNKNOWN;
     if (n == 8)
@@ -397,6 +406,14 @@ static const key_spec cache_keys[] = {
     {NULL, V_STRING, 0, 0, 0, NULL},
 };
 
+static const key_spec delta_keys[] = {
+    {"max_percent", V_COUNT, SRV(delta_max_percent), 1, 100, "a percentage from 1 to 100"},
+    {"max_wait", V_DURATION, SRV(delta_max_wait), 0, UINT_MAX,
+     "a duration: seconds, or a number with an s/m/h/d suffix"},
+    {"workers", V_COUNT, SRV(delta_workers), 0, WORKERS_MAX, "a number of threads from 0 to 1024"},
+    {NULL, V_STRING, 0, 0, 0, NULL},
+};
+
 static const key_spec trust_keys[] = {
     {"policy", V_OPT_STRING, SRV(policy), 0, 0, "a containers-policy.json file path"},
     {"trusted_root", V_OPT_STRING, SRV(trusted_root), 0, 0, "a sigstore trusted_root.json path"},
@@ -525,6 +542,7 @@ int config_set(config *cfg, const char *section, const char *key, const char *va
     const key_spec *table = sk == SEC_SERVER  ? server_keys
                             : sk == SEC_CACHE ? cache_keys
                             : sk == SEC_TRUST ? trust_keys
+                            : sk == SEC_DELTA ? delta_keys
                                               : upstream_keys;
     const key_spec *k = key_find(table, key);
     if (k == NULL)
@@ -546,7 +564,9 @@ void config_init(config *cfg)
                     .cache_dir = strdup(DEFAULT_CACHE_DIR),
                     .map_size = DEFAULT_MAP_SIZE,
                     .tag_ttl = DEFAULT_TAG_TTL,
-                    .sync = 1};
+                    .sync = 1,
+                    .delta_max_percent = 80,
+                    .delta_max_wait = 10};
 }
 
 const config_upstream *config_upstream_for(const config *cfg, const char *ns)
@@ -624,11 +644,11 @@ typedef struct {
     int read_errno; /* errno of a failed read, 0 if none */
     char *line;     /* getline() buffer */
     size_t cap;
-    unsigned lineno;                  /* of the line inih is working on */
-    char *section;                    /* current section, whole and trimmed; NULL before any */
-    int section_ok;                   /* it was opened without error */
-    unsigned seen_server, seen_cache, seen_trust; /* header lines, 0 = not yet */
-    const char *seen_upstream[CONFIG_MAX_UPSTREAMS]; /* names of upstreams opened */
+    unsigned lineno; /* of the line inih is working on */
+    char *section;   /* current section, whole and trimmed; NULL before any */
+    int section_ok;  /* it was opened without error */
+    unsigned seen_server, seen_cache, seen_trust, seen_delta; /* header lines, 0 = not yet */
+    const char *seen_upstream[CONFIG_MAX_UPSTREAMS];          /* names of upstreams opened */
     unsigned seen_upstream_line[CONFIG_MAX_UPSTREAMS];
     unsigned n_seen_upstream;
     unsigned err_line; /* line of the first error, 0 = none yet */
@@ -713,6 +733,9 @@ static void open_section(loader *ld)
         break;
     case SEC_TRUST:
         open_fixed_section(ld, &ld->seen_trust, "trust");
+        break;
+    case SEC_DELTA:
+        open_fixed_section(ld, &ld->seen_delta, "delta");
         break;
     case SEC_UPSTREAM:
         open_upstream_section(ld, host, len);

@@ -6,6 +6,7 @@
  *   [server]    listen, workers, tls_cert, tls_key, log_requests, offline
  *   [cache]     dir, map_size, tag_ttl, sync, max_size
  *   [trust]     policy, trusted_root, module_certs, module_scopes
+ *   [delta]     max_percent, max_wait, workers
  *   [upstream]  the default upstream: url, username, password, ca_file,
  *               tls_verify, connect_timeout, transfer_timeout, retries, breaker
  *   [upstream "HOST"] another upstream, chosen by containerd's ?ns=HOST
@@ -55,6 +56,10 @@ typedef struct {
     char *trusted_root;  /* sigstore trusted_root.json for keyless checks, optional */
     char *module_certs;  /* blank-separated certificate files for kernel-module signatures */
     char *module_scopes; /* blank-separated scopes whose kernel modules must be signed */
+
+    unsigned delta_max_percent; /* largest delta served, % of the target, default 80 */
+    unsigned delta_max_wait;    /* seconds a client waits for a delta, default 10 */
+    unsigned delta_workers;     /* delta threads, 0 = one per core (default) */
 
     config_upstream upstreams[CONFIG_MAX_UPSTREAMS];
     unsigned n_upstreams; /* upstreams[0] is the default when its name is "" */

@@ -31,6 +31,8 @@ typedef struct daemon_ctx {
     writer *writer;
     upstream *upstream;
     transfer_table *transfers;
+    struct trust *trust;
+    struct deltas *deltas;
     atomic_uint tag_ttl;     /* reloadable */
     atomic_int log_requests; /* reloadable */
     const char *config_path; /* for SIGHUP, may be NULL */

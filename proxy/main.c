@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_delta.h"
 #include "cmd_verify.h"
 #include "config.h"
 #include "server.h"
@@ -28,6 +29,7 @@ static void usage(FILE *out)
             "commands:\n"
             "  serve     run the caching OCI registry proxy\n"
             "  verify    check a kernel module, cosign signatures or a Sigstore bundle offline\n"
+            "  delta     create or apply a binary delta between two files (zstd/dcz, vcdiff, bsz)\n"
             "  version   print the version\n"
             "\n"
             "serve options (override the config file):\n"
@@ -41,7 +43,8 @@ static void usage(FILE *out)
             "  --tls-key FILE        ... and this private key (PEM)\n"
             "  --ca-file FILE        CA bundle to verify the default upstream\n"
             "  --no-sync             do not fsync cache commits (tests, benchmarks)\n"
-            "  --offline             never contact an upstream: serve the cache only\n");
+            "  --offline             never contact an upstream: serve the cache only\n"
+            "  --policy FILE         trust policy (containers-policy.json format)\n");
 }
 
 typedef struct {
@@ -51,27 +54,23 @@ typedef struct {
 } override;
 
 static const override overrides[] = {
-    ['l'] = {"server", "listen", "--listen"},   ['u'] = {"upstream", "url", "--upstream"},
-    ['c'] = {"cache", "dir", "--cache"},        ['w'] = {"server", "workers", "--workers"},
-    ['t'] = {"cache", "tag_ttl", "--tag-ttl"},  ['C'] = {"server", "tls_cert", "--tls-cert"},
-    ['K'] = {"server", "tls_key", "--tls-key"}, ['A'] = {"upstream", "ca_file", "--ca-file"},
+    ['l'] = {"server", "listen", "--listen"},     ['u'] = {"upstream", "url", "--upstream"},
+    ['c'] = {"cache", "dir", "--cache"},          ['w'] = {"server", "workers", "--workers"},
+    ['t'] = {"cache", "tag_ttl", "--tag-ttl"},    ['C'] = {"server", "tls_cert", "--tls-cert"},
+    ['K'] = {"server", "tls_key", "--tls-key"},   ['P'] = {"trust", "policy", "--policy"},
+    ['A'] = {"upstream", "ca_file", "--ca-file"},
 };
 
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'f'},
-                                         {"listen", required_argument, NULL, 'l'},
-                                         {"upstream", required_argument, NULL, 'u'},
-                                         {"cache", required_argument, NULL, 'c'},
-                                         {"workers", required_argument, NULL, 'w'},
-                                         {"tag-ttl", required_argument, NULL, 't'},
-                                         {"tls-cert", required_argument, NULL, 'C'},
-                                         {"tls-key", required_argument, NULL, 'K'},
-                                         {"ca-file", required_argument, NULL, 'A'},
-                                         {"no-sync", no_argument, NULL, 'S'},
-                                         {"offline", no_argument, NULL, 'O'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'f'},   {"listen", required_argument, NULL, 'l'},
+        {"upstream", required_argument, NULL, 'u'}, {"cache", required_argument, NULL, 'c'},
+        {"workers", required_argument, NULL, 'w'},  {"tag-ttl", required_argument, NULL, 't'},
+        {"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
+        {"ca-file", required_argument, NULL, 'A'},  {"no-sync", no_argument, NULL, 'S'},
+        {"offline", no_argument, NULL, 'O'},        {"policy", required_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *config_path = NULL;
     /* First pass: the config file, so that flags override it. */
     int opt;
@@ -139,6 +138,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
         return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(cmd, "delta") == 0)
+        return cmd_delta(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

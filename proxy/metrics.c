@@ -108,6 +108,27 @@ void metrics_render(struct evbuffer *out, uint64_t cache_bytes, uint64_t cache_b
     render_one(out, "sluice_digest_mismatches_total", "counter",
                "Upstream bodies rejected because their digest was wrong.",
                (long long)load(&m->digest_mismatches));
+    render_one(out, "sluice_denied_total", "counter",
+               "Requests denied by the trust policy (403 DENIED).", (long long)load(&m->denied));
+    evbuffer_add_printf(out, "# HELP sluice_deltas_served_total Deltas served, by codec.\n"
+                             "# TYPE sluice_deltas_served_total counter\n");
+    static const char *codecs[3] = {"dcz", "vcdiff", "sluice-bsz"};
+    for (int i = 0; i < 3; i++)
+        evbuffer_add_printf(out, "sluice_deltas_served_total{codec=\"%s\"} %llu\n", codecs[i],
+                            (unsigned long long)load(&m->deltas_served[i]));
+    render_one(out, "sluice_delta_bytes_saved_total", "counter",
+               "Full size minus delta size, summed over deltas served.",
+               (long long)load(&m->delta_bytes_saved));
+    render_one(out, "sluice_deltas_computed_total", "counter", "Delta computations run.",
+               (long long)load(&m->delta_computed));
+    render_one(out, "sluice_delta_compute_seconds_total", "counter", "Time spent computing deltas.",
+               (long long)(load(&m->delta_compute_ms) / 1000));
+    render_one(out, "sluice_delta_cache_hits_total", "counter",
+               "Delta requests answered from deltas already cached.",
+               (long long)load(&m->delta_cache_hits));
+    render_one(out, "sluice_delta_fallbacks_total", "counter",
+               "Delta requests answered with the full blob (too large, too slow, failed).",
+               (long long)load(&m->delta_fallbacks));
     render_one(out, "sluice_corrupt_evictions_total", "counter",
                "Cached objects found corrupt at rest and evicted.",
                (long long)load(&m->corrupt_evictions));

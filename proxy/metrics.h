@@ -44,6 +44,13 @@ typedef struct {
     atomic_uint_fast64_t coalesced_waiters;
     atomic_uint_fast64_t corrupt_evictions;
     atomic_uint_fast64_t digest_mismatches;
+    atomic_uint_fast64_t denied;
+    atomic_uint_fast64_t deltas_served[3]; /* dcz, vcdiff, sluice-bsz */
+    atomic_uint_fast64_t delta_bytes_saved;
+    atomic_uint_fast64_t delta_computed;
+    atomic_uint_fast64_t delta_compute_ms;
+    atomic_uint_fast64_t delta_cache_hits;
+    atomic_uint_fast64_t delta_fallbacks; /* delta wanted, full blob served */
     atomic_int_fast64_t requests_in_progress;
 } metrics;
 

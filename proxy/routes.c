@@ -31,10 +31,12 @@
 #include <time.h>
 
 #include "daemon.h"
+#include "deltas.h"
 #include "log.h"
 #include "metrics.h"
 #include "oci.h"
 #include "transfer.h"
+#include "trust.h"
 #include "verify.h"
 
 #define MAX_SMALL_BODY (4u << 20)
@@ -56,7 +58,18 @@ struct reqctx {
     const char *cache_result;
     int head;
     int logged;
-    int started_transfer; /* this request's miss started the upstream fetch */
+    int started_transfer;   /* this request's miss started the upstream fetch */
+    pending_waiter trust_w; /* waiting for a trust decision */
+    int trust_waited;       /* trust_w was ever used: cancel it at the end */
+    int trust_rounds;
+    int hold_for_bytes; /* a module check needs the whole blob first */
+    delta_want want;    /* what delta the client asks for, if want_delta */
+    int want_delta;
+    int delta_gave_up;      /* serve the full blob after all */
+    int base_fetched;       /* the base was fetched for this request already */
+    int delta_waited;       /* delta_w was used: cancel it at the end */
+    pending_waiter delta_w; /* waiting for a delta computation */
+    struct event *delta_timer;
     uint64_t upstream_bytes;
     const char *method;
     char uri[512];
@@ -259,6 +272,14 @@ static void finish(reqctx *c)
     }
     log_request(c);
     unwatch_close(c);
+    if (c->trust_waited)
+        trust_cancel(c->w->d->trust, &c->trust_w);
+    if (c->delta_waited)
+        deltas_cancel(c->w->d->deltas, &c->delta_w);
+    if (c->delta_timer) {
+        event_free(c->delta_timer);
+        c->delta_timer = NULL;
+    }
     if (c->client_gone && c->req)
         evhttp_send_reply_end(c->req); /* detached by evhttp: this frees it */
     c->req = NULL;
@@ -303,6 +324,8 @@ static const char *reason_of(int status)
         return "OK";
     case 206:
         return "Partial Content";
+    case 226:
+        return "IM Used";
     case 304:
         return "Not Modified";
     case 400:
@@ -694,6 +717,93 @@ static void blob_pump(reqctx *c)
     }
 }
 
+/* ---------- trust (invariant 2) ---------- */
+
+#define MAX_TRUST_ROUNDS 4
+
+static void detach_transfer(reqctx *c)
+{
+    if (!c->t)
+        return;
+    pthread_mutex_lock(&c->t->mu);
+    transfer_remove_waiter(c->t, &c->tw);
+    pthread_mutex_unlock(&c->t->mu);
+    transfer_unref(c->t);
+    c->t = NULL;
+}
+
+static void deny(reqctx *c, const char *why)
+{
+    METRIC_ADD(denied, 1);
+    log_warn("trust", "denied %s %s: %s", c->method, c->uri, why);
+    reply_error(c, 403, "DENIED", why);
+}
+
+static void trust_rewake(reqctx *c)
+{
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    c->on_wake = NULL;
+    if (c->r.kind == OCI_ROUTE_BLOB)
+        serve_blob(c);
+    else
+        serve_manifest(c);
+}
+
+/* After a PENDING answer: wait for the decision, then start over. */
+static void await_decision(reqctx *c)
+{
+    if (++c->trust_rounds > MAX_TRUST_ROUNDS) {
+        reply_error(c, 503, "UNAVAILABLE", "the trust decision did not settle");
+        return;
+    }
+    detach_transfer(c);
+    c->on_wake = trust_rewake;
+    watch_close(c);
+}
+
+/* 1: the manifest may be served; 0: c was answered (403) or waits. */
+static int manifest_trusted(reqctx *c, const uint8_t digest[32])
+{
+    char why[VERIFY_TEXT_MAX] = "";
+    c->trust_waited = 1;
+    const char *tag = c->r.by_digest ? NULL : c->r.reference;
+    switch (trust_check_manifest(c->w->d->trust, c->up, c->r.name, tag, digest, &c->trust_w, why,
+                                 sizeof(why))) {
+    case TRUST_ALLOWED:
+        return 1;
+    case TRUST_DENIED:
+        deny(c, why);
+        return 0;
+    default:
+        await_decision(c);
+        return 0;
+    }
+}
+
+/* 1: the blob may be served; 2: only once it is whole in the cache (a
+ * kernel-module check reads it); 0: c was answered (403) or waits. */
+static int blob_trusted(reqctx *c, int complete)
+{
+    char why[VERIFY_TEXT_MAX] = "";
+    c->trust_waited = 1;
+    switch (trust_check_blob(c->w->d->trust, c->up, c->r.name, c->r.digest, complete, &c->trust_w,
+                             why, sizeof(why))) {
+    case TRUST_BLOB_OK:
+        return 1;
+    case TRUST_BLOB_NEEDS_BYTES:
+        return 2;
+    case TRUST_BLOB_DENIED:
+        deny(c, why);
+        return 0;
+    default:
+        await_decision(c);
+        return 0;
+    }
+}
+
 static void wait_on_transfer(reqctx *c, transfer *t, wake_fn fn)
 {
     c->t = t;
@@ -706,8 +816,31 @@ static void wait_on_transfer(reqctx *c, transfer *t, wake_fn fn)
     event_active(c->wake, EV_READ, 0);
 }
 
+/* The blob must be whole before it is checked: wait for the transfer to
+ * finish, then serve it like a cache hit. */
+static void blob_fill_wake(reqctx *c)
+{
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    pthread_mutex_lock(&c->t->mu);
+    transfer_state st = c->t->state;
+    pthread_mutex_unlock(&c->t->mu);
+    if (st == T_FAILED) {
+        reply_upstream_error(c, c->t->error, "BLOB_UNKNOWN", c->t->error_msg);
+    } else if (st == T_DONE) {
+        detach_transfer(c);
+        unwatch_close(c);
+        serve_blob(c);
+    }
+}
+
 static void blob_miss(reqctx *c)
 {
+    int trusted = blob_trusted(c, 0);
+    if (!trusted)
+        return;
     transfer_spec spec = {.kind = TRANSFER_BLOB,
                           .up = c->up,
                           .repo = c->r.name,
@@ -723,7 +856,173 @@ static void blob_miss(reqctx *c)
     METRIC_ADD(cache_misses[KIND_BLOB], 1);
     c->cache_result = joined ? "coalesced" : "miss";
     c->started_transfer = !joined;
-    wait_on_transfer(c, t, blob_pump);
+    /* A module check, or a delta, needs the whole target first. */
+    int whole_first = trusted == 2 || (c->want_delta && !c->delta_gave_up);
+    wait_on_transfer(c, t, whole_first ? blob_fill_wake : blob_pump);
+}
+
+/* ---------- deltas ---------- */
+
+static void send_delta(reqctx *c, const delta_choice *ch, uint64_t target_size)
+{
+    cache_snapshot *snap = worker_snapshot(c->w);
+    if (!snap) {
+        reply_error(c, 500, "UNKNOWN", "cache unavailable");
+        return;
+    }
+    if (apply_range(c, ch->size) != 0)
+        return; /* 416 answered */
+    char base[VERIFY_DIGEST_TEXT_LEN], quoted[VERIFY_DIGEST_TEXT_LEN + 2];
+    verify_digest_format(c->want.base, base);
+    snprintf(quoted, sizeof(quoted), "\"%s\"", base);
+    add_blob_headers(c, c->r.digest, ch->size);
+    evhttp_remove_header(evhttp_request_get_output_headers(c->req), "ETag");
+    int status;
+    if (ch->codec == DELTA_CODEC_ZSTD) {
+        add_header(c, "Content-Encoding", "dcz");
+        add_header(c, "Vary", "Accept-Encoding, Available-Dictionary");
+        if (ch->window_log > DELTA_DCZ_WINDOW_LOG)
+            add_header_u64(c, DELTA_HTTP_WINDOW_HEADER, ch->window_log);
+        status = c->ranged ? 206 : 200;
+    } else {
+        add_header(c, "IM", deltas_wire_name(ch->codec));
+        add_header(c, "Delta-Base", quoted);
+        status = 226;
+    }
+    struct evbuffer *body = body_buffer(c);
+    if (!c->head && add_blob_range(c, body, snap, ch->digest, c->offset, c->end) != 0) {
+        evbuffer_free(body);
+        evhttp_clear_headers(evhttp_request_get_output_headers(c->req));
+        reply_error(c, 500, "UNKNOWN", "cache read failed");
+        return;
+    }
+    int idx = ch->codec == DELTA_CODEC_ZSTD ? 0 : ch->codec == DELTA_CODEC_VCDIFF ? 1 : 2;
+    METRIC_ADD(deltas_served[idx], 1);
+    METRIC_ADD(delta_bytes_saved, target_size > ch->size ? target_size - ch->size : 0);
+    c->cache_result = deltas_wire_name(ch->codec);
+    reply(c, status, body);
+    evbuffer_free(body);
+}
+
+static void give_up_delta(reqctx *c)
+{
+    c->delta_gave_up = 1;
+    METRIC_ADD(delta_fallbacks, 1);
+}
+
+/* The delta took longer than the bound: the full blob, now. */
+static void delta_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    reqctx *c = arg;
+    if (c->delta_waited)
+        deltas_cancel(c->w->d->deltas, &c->delta_w);
+    give_up_delta(c);
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    c->on_wake = NULL;
+    serve_blob(c);
+}
+
+static void delta_rewake(reqctx *c)
+{
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    c->on_wake = NULL;
+    serve_blob(c);
+}
+
+/* The base had to be fetched first; with it (or without) start over. */
+static void base_fill_wake(reqctx *c)
+{
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    pthread_mutex_lock(&c->t->mu);
+    transfer_state st = c->t->state;
+    pthread_mutex_unlock(&c->t->mu);
+    if (st != T_DONE && st != T_FAILED)
+        return;
+    if (st == T_FAILED)
+        give_up_delta(c);
+    detach_transfer(c);
+    unwatch_close(c);
+    serve_blob(c);
+}
+
+/* 1: waiting for the base's transfer; 0: it is cached already. */
+static int fetch_base(reqctx *c)
+{
+    char hex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(c->want.base, hex);
+    transfer_spec spec = {.kind = TRANSFER_BLOB,
+                          .up = c->up,
+                          .repo = c->r.name,
+                          .reference = hex,
+                          .by_digest = 1,
+                          .digest = c->want.base};
+    int joined = 0;
+    c->base_fetched = 1;
+    transfer *t = transfer_get(c->w->d, &spec, &joined);
+    if (!t)
+        return 0;
+    wait_on_transfer(c, t, base_fill_wake);
+    return 1;
+}
+
+static void arm_delta_timer(reqctx *c)
+{
+    if (c->delta_timer)
+        return;
+    c->delta_timer = evtimer_new(c->w->base, delta_timeout, c);
+    struct timeval tv = {(time_t)c->w->d->cfg->delta_max_wait, 0};
+    evtimer_add(c->delta_timer, &tv);
+}
+
+static int base_cached(reqctx *c)
+{
+    cache_snapshot *snap = worker_snapshot(c->w);
+    cache_blob_info base;
+    return snap && cache_blob_stat(snap, c->want.base, &base) == CACHE_OK &&
+           base.state == CACHE_BLOB_COMPLETE;
+}
+
+/* A cached target the client holds an older version of: serve the delta if
+ * one is worth it (1: handled — served or waiting); 0: serve it whole. */
+static int delta_path(reqctx *c, const cache_blob_info *info)
+{
+    if (!c->want_delta || c->delta_gave_up || etag_matches(c, c->r.digest) ||
+        memcmp(c->want.base, c->r.digest, 32) == 0)
+        return 0;
+    if (!base_cached(c)) {
+        if (!c->base_fetched && fetch_base(c))
+            return 1;
+        if (!base_cached(c)) {
+            give_up_delta(c);
+            return 0;
+        }
+    }
+    delta_choice ch;
+    switch (deltas_find(c->w->d->deltas, &c->want, c->r.digest, info->size, &c->delta_w, &ch)) {
+    case DELTAS_SERVE:
+        send_delta(c, &ch, info->size);
+        return 1;
+    case DELTAS_PENDING:
+        c->delta_waited = 1;
+        arm_delta_timer(c);
+        c->on_wake = delta_rewake;
+        watch_close(c);
+        return 1;
+    default:
+        give_up_delta(c);
+        return 0;
+    }
 }
 
 static void serve_blob(reqctx *c)
@@ -740,8 +1039,11 @@ static void serve_blob(reqctx *c)
             return;
         }
         unwatch_close(c);
+        if (blob_trusted(c, 1) != 1 || delta_path(c, &info))
+            return;
         METRIC_ADD(cache_hits[KIND_BLOB], 1);
-        c->cache_result = "hit";
+        if (!c->cache_result)
+            c->cache_result = "hit";
         send_cached_blob(c, snap, &info);
         return;
     }
@@ -785,7 +1087,8 @@ static int send_cached_manifest(reqctx *c, const uint8_t digest[32], int stale)
         METRIC_ADD(corrupt_evictions, 1);
         return -1; /* refetched below; the put replaces the corrupt record */
     }
-    send_manifest(c, digest, mt, body, len, stale);
+    if (manifest_trusted(c, digest))
+        send_manifest(c, digest, mt, body, len, stale);
     return 0;
 }
 
@@ -820,7 +1123,8 @@ static void manifest_wake(reqctx *c)
         return;
     unwatch_close(c);
     if (t->outcome == M_FETCHED) {
-        send_manifest(c, t->digest, t->media_type, t->body, t->body_len, 0);
+        if (manifest_trusted(c, t->digest))
+            send_manifest(c, t->digest, t->media_type, t->body, t->body_len, 0);
         return;
     }
     if (send_cached_manifest(c, t->digest, t->outcome == M_STALE) != 0)
@@ -1158,6 +1462,7 @@ static void dispatch_oci(reqctx *c, const char *path)
     char path_buf[1024];
     switch (c->r.kind) {
     case OCI_ROUTE_BLOB:
+        c->want_delta = deltas_wanted(evhttp_request_get_input_headers(c->req), &c->want);
         serve_blob(c);
         break;
     case OCI_ROUTE_MANIFEST:
@@ -1229,6 +1534,8 @@ static reqctx *ctx_new(worker *w, struct evhttp_request *req)
     copy_uri(c->uri, sizeof(c->uri), evhttp_request_get_uri(req));
     clock_gettime(CLOCK_MONOTONIC, &c->start);
     c->wake = event_new(w->base, -1, 0, wake_cb, c);
+    c->trust_w.wake = c->wake;
+    c->delta_w.wake = c->wake;
     atomic_fetch_add(&g_metrics.requests_in_progress, 1);
     return c;
 }

@@ -42,15 +42,19 @@
 #include "metrics.h"
 #include "routes.h"
 #include "transfer.h"
+#include "deltas.h"
+#include "trust.h"
 
 #define GRACE_SECONDS 10
 #define MAX_HEADERS_SIZE 16384
 #define MAX_BODY_SIZE 1024
 #define CONN_TIMEOUT_SECONDS 120
 #define MAX_SINGLE_WRITE (1 << 20)
+#define COUNTER_FLUSH_SECONDS 5
 
 typedef struct server {
     daemon_ctx d;
+    cache_counters flushed; /* what the counters in the cache already include */
     worker *workers;
     unsigned n_workers;
     SSL_CTX *ssl;
@@ -240,6 +244,52 @@ static int start_workers(server *s, char *err, size_t errlen)
     return 0;
 }
 
+/* ---------- persistent counters (`sluice stat`) ---------- */
+
+static uint64_t now_value(atomic_uint_fast64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* What the metrics gained since the last flush; remembers the new totals. */
+static cache_counters counters_since(server *s)
+{
+    cache_counters now = {
+        .hits = now_value(&g_metrics.cache_hits[KIND_BLOB]) +
+                now_value(&g_metrics.cache_hits[KIND_MANIFEST]),
+        .misses = now_value(&g_metrics.cache_misses[KIND_BLOB]) +
+                  now_value(&g_metrics.cache_misses[KIND_MANIFEST]),
+        .bytes_served = now_value(&g_metrics.bytes_served),
+        .bytes_upstream = now_value(&g_metrics.upstream_bytes),
+        .bytes_saved_deltas = now_value(&g_metrics.delta_bytes_saved)};
+    cache_counters delta = {.hits = now.hits - s->flushed.hits,
+                            .misses = now.misses - s->flushed.misses,
+                            .bytes_served = now.bytes_served - s->flushed.bytes_served,
+                            .bytes_upstream = now.bytes_upstream - s->flushed.bytes_upstream,
+                            .bytes_saved_deltas =
+                                now.bytes_saved_deltas - s->flushed.bytes_saved_deltas};
+    s->flushed = now;
+    return delta;
+}
+
+static void job_add_counters(cache *c, void *arg)
+{
+    cache_counters_add(c, arg);
+    free(arg);
+}
+
+static void flush_counters_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    cache_counters *delta = malloc(sizeof(*delta));
+    if (!delta)
+        return;
+    *delta = counters_since(s);
+    writer_submit(s->d.writer, job_add_counters, delta);
+}
+
 /* ---------- signals ---------- */
 
 static void reload(server *s)
@@ -254,12 +304,18 @@ static void reload(server *s)
     if (config_load_file(&fresh, s->d.config_path, err, sizeof(err)) != 0) {
         log_error("server", "reload refused, keeping the running config: %s", err);
     } else {
+        if (trust_reload(s->d.trust, &fresh, err, sizeof(err)) != 0) {
+            log_error("server", "reload refused, keeping the running config: %s", err);
+            config_free(&fresh);
+            return;
+        }
         atomic_store(&s->d.tag_ttl, fresh.tag_ttl);
         atomic_store(&s->d.log_requests, fresh.log_requests);
         log_info("server",
-                 "reloaded %s (tag_ttl=%u log_requests=%d; listener, cache and upstreams "
-                 "change on restart)",
-                 s->d.config_path, fresh.tag_ttl, fresh.log_requests);
+                 "reloaded %s (tag_ttl=%u log_requests=%d policy=%s; every verdict dropped; "
+                 "listener, cache and upstreams change on restart)",
+                 s->d.config_path, fresh.tag_ttl, fresh.log_requests,
+                 fresh.policy ? fresh.policy : "none");
     }
     config_free(&fresh);
 }
@@ -313,13 +369,24 @@ static void teardown(server *s)
     }
     if (s->d.upstream)
         upstream_stop(s->d.upstream); /* transfers fail; their waiters answer */
+    if (s->d.trust)
+        trust_stop(s->d.trust); /* pending decisions end; their waiters answer */
+    if (s->d.deltas)
+        deltas_stop(s->d.deltas);
     wait_idle(2);
     if (s->workers)
         stop_workers(s);
-    if (s->d.writer)
+    if (s->d.writer) {
         writer_stop(s->d.writer);
+        cache_counters last = counters_since(s);
+        cache_counters_add(s->d.cache, &last);
+    }
     if (s->d.upstream)
         upstream_free(s->d.upstream);
+    if (s->d.trust)
+        trust_free(s->d.trust);
+    if (s->d.deltas)
+        deltas_free(s->d.deltas);
     if (s->d.transfers)
         transfer_table_free(s->d.transfers);
     if (s->d.cache)
@@ -373,6 +440,12 @@ static int start(server *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start threads");
         return -1;
     }
+    if (!(s->d.trust = trust_new(&s->d, s->d.cfg, err, errlen)))
+        return -1;
+    if (!(s->d.deltas = deltas_new(&s->d, s->d.cfg->delta_workers, s->d.cfg->delta_max_percent))) {
+        snprintf(err, errlen, "cannot start the delta workers");
+        return -1;
+    }
     if (s->d.cfg->tls_cert && !(s->ssl = make_ssl_ctx(s->d.cfg, err, errlen)))
         return -1;
     return start_workers(s, err, errlen);
@@ -386,6 +459,15 @@ static void log_startup(server *s)
                  cfg->upstreams[i].url);
     if (cfg->offline)
         log_info("server", "offline: no upstream will be contacted; serving the cache only");
+    if (cfg->policy)
+        log_info("server", "trust policy %s: manifests and blobs are served only when allowed",
+                 cfg->policy);
+    else
+        log_warn("server", "no trust policy ([trust] policy / --policy): accepting anything "
+                           "(insecureAcceptAnything)");
+    if (cfg->module_scopes)
+        log_info("server", "kernel modules in [%s] must be signed by [%s]", cfg->module_scopes,
+                 cfg->module_certs);
     log_info("server", "listening on %s://%s workers=%u cache=%s tag_ttl=%us",
              s->ssl ? "https" : "http", cfg->listen, s->n_workers, cfg->cache_dir, cfg->tag_ttl);
 }
@@ -415,7 +497,11 @@ int server_run(config *cfg, const char *config_path)
             event_add(sigs[i], NULL);
         }
         log_startup(&s);
+        struct event *flush = event_new(s.main_base, -1, EV_PERSIST, flush_counters_cb, &s);
+        struct timeval every = {COUNTER_FLUSH_SECONDS, 0};
+        event_add(flush, &every);
         event_base_dispatch(s.main_base);
+        event_free(flush);
         for (int i = 0; i < 3; i++)
             event_free(sigs[i]);
         event_base_free(s.main_base);

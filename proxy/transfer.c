@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "verify.h"
 
@@ -185,25 +186,80 @@ typedef struct {
     chunk_buf *chunk;
 } chunk_job;
 
+static void start_blob_upstream(transfer *t, uint64_t offset);
+static void job_blob_finish_now(cache *c, transfer *t);
+
+/* Hashes the chunks an earlier run left in a PARTIAL blob. Returns the
+ * offset to resume from; *whole is set when every byte is there already. */
+static uint64_t resume_partial(cache *c, transfer *t, int *whole)
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    cache_blob_info info;
+    uint64_t at = 0;
+    *whole = 0;
+    if (s && cache_blob_stat(s, t->digest, &info) == CACHE_OK && info.state == CACHE_BLOB_PARTIAL) {
+        for (uint32_t i = 0; i < info.chunks; i++) {
+            const void *p;
+            size_t n;
+            if (cache_blob_chunk(s, t->digest, i, &p, &n, NULL) != CACHE_OK)
+                break;
+            verify_hasher_update(t->hasher, p, n);
+            at += n;
+        }
+        /* a last, short chunk means nothing more was to come */
+        *whole = at == info.size && info.size % CACHE_CHUNK_SIZE != 0;
+        if (at != info.size) {
+            verify_hasher_reset(t->hasher);
+            at = 0;
+        }
+    }
+    if (s)
+        cache_snapshot_unref(s);
+    return at;
+}
+
+static uint64_t complete_size(cache *c, transfer *t)
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    cache_blob_info info = {.size = 0};
+    if (s) {
+        cache_blob_stat(s, t->digest, &info);
+        cache_snapshot_unref(s);
+    }
+    return info.size;
+}
+
+/* Opens the PARTIAL record, resuming what an earlier run (killed, or cut off
+ * from the upstream) stored, then starts the upstream request from there. */
 static void job_blob_begin(cache *c, void *arg)
 {
     transfer *t = arg;
-    int complete = 0;
+    int complete = 0, whole = 0;
     t->hasher = verify_hasher_new();
-    cache_status st = cache_blob_begin(c, t->digest, &complete);
-    if (st == CACHE_OK && !complete) {
-        /* A PARTIAL left by a crash restarts from zero. */
-        cache_snapshot *s = cache_snapshot_new(c);
-        cache_blob_info info;
-        if (s && cache_blob_stat(s, t->digest, &info) == CACHE_OK && info.chunks > 0) {
-            cache_blob_delete(c, t->digest);
-            st = cache_blob_begin(c, t->digest, &complete);
-        }
-        if (s)
-            cache_snapshot_unref(s);
+    cache_status st = t->hasher ? cache_blob_begin(c, t->digest, &complete) : CACHE_IO;
+    uint64_t offset = st != CACHE_OK ? 0
+                      : complete     ? complete_size(c, t)
+                                     : resume_partial(c, t, &whole);
+    if (st == CACHE_OK && offset == 0 && !complete) { /* unusable leftovers: start over */
+        cache_blob_delete(c, t->digest);
+        st = cache_blob_begin(c, t->digest, &complete);
     }
-    if (st != CACHE_OK || !t->hasher)
+    if (st != CACHE_OK)
         t->write_failed = 1;
+    pthread_mutex_lock(&t->mu);
+    t->received = offset;
+    t->committed = t->mem_first = (uint32_t)((offset + CACHE_CHUNK_SIZE - 1) / CACHE_CHUNK_SIZE);
+    if (complete || whole)
+        t->total = offset;
+    pthread_mutex_unlock(&t->mu);
+    if (complete) /* finished by someone else meanwhile */
+        set_state(t, T_DONE, UPSTREAM_OK, NULL);
+    else if (whole) /* killed between the last chunk and the digest check */
+        job_blob_finish_now(c, t);
+    else
+        start_blob_upstream(t, offset);
+    if (offset && !complete)
+        log_info("transfer", "resuming %s at byte %llu", t->key, (unsigned long long)offset);
     transfer_unref(t);
 }
 
@@ -236,9 +292,21 @@ static void job_blob_chunk(cache *c, void *arg)
     free(j);
 }
 
-static void job_blob_finish(cache *c, void *arg)
+void transfer_enforce_quota(cache *c, const daemon_ctx *d)
 {
-    transfer *t = arg;
+    if (!d->cfg->max_size)
+        return;
+    cache_evict_result res = {0};
+    if (cache_evict(c, d->cfg->max_size, &res) == CACHE_OK && res.evicted_objects)
+        log_info("cache", "max_size: evicted %llu objects (%llu bytes), %llu bytes left",
+                 (unsigned long long)res.evicted_objects, (unsigned long long)res.evicted_bytes,
+                 (unsigned long long)res.size_after);
+}
+
+/* Checks the digest of everything appended and makes the blob servable, or
+ * deletes it. On the writer thread. */
+static void job_blob_finish_now(cache *c, transfer *t)
+{
     uint8_t got[VERIFY_DIGEST_LEN];
     int ok = !t->write_failed;
     if (ok) {
@@ -249,20 +317,19 @@ static void job_blob_finish(cache *c, void *arg)
     }
     if (ok && cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
         set_state(t, T_DONE, UPSTREAM_OK, NULL);
+        transfer_enforce_quota(c, t->d);
     } else {
         cache_blob_delete(c, t->digest);
         set_state(t, T_FAILED, UPSTREAM_BAD_RESPONSE,
                   t->write_failed ? "cache write failed"
-                                  : "upstream sent bytes that do not "
-                                    "match the digest");
+                                  : "upstream sent bytes that do not match the digest");
     }
-    transfer_unref(t);
 }
 
-static void job_blob_abort(cache *c, void *arg)
+static void job_blob_finish(cache *c, void *arg)
 {
     transfer *t = arg;
-    cache_blob_delete(c, t->digest);
+    job_blob_finish_now(c, t);
     transfer_unref(t);
 }
 
@@ -355,39 +422,47 @@ static void blob_on_done(void *arg, upstream_result result, const upstream_respo
     if (result == UPSTREAM_OK) {
         submit(t, job_blob_finish);
     } else {
-        submit(t, job_blob_abort);
+        /* The chunks already written stay PARTIAL: the next request for
+         * this blob (in this run or after a restart) resumes from them. */
         set_state(t, T_FAILED, result, "upstream transfer failed");
     }
     transfer_unref(t); /* the upstream request's reference */
 }
 
-static void start_blob(transfer *t)
+static void start_blob_upstream(transfer *t, uint64_t offset)
 {
     static const upstream_callbacks cb = {blob_on_headers, blob_on_data, blob_on_done};
-    upstream_request req = {.conf = t->up, .resumable = 1};
+    upstream_request req = {.conf = t->up, .resumable = 1, .offset = offset};
     char hex[VERIFY_DIGEST_TEXT_LEN];
     verify_digest_format(t->digest, hex);
     snprintf(req.path, sizeof(req.path), "/v2/%s/blobs/%s", t->repo, hex);
     snprintf(req.repository, sizeof(req.repository), "%s", t->repo);
-    submit(t, job_blob_begin);
     atomic_fetch_add(&t->refs, 1);
     upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
+}
+
+/* The writer opens (or resumes) the PARTIAL record first; it then starts
+ * the upstream request from the first byte it does not have. */
+static void start_blob(transfer *t)
+{
+    submit(t, job_blob_begin);
 }
 
 /* ---------- manifests ---------- */
 
 /* The referrer descriptor of a manifest that has a `subject`, as JSON text
  * (malloc'd), or NULL when it has none. */
-static char *referrer_descriptor(const transfer *t, json_t *root, uint8_t subject[32])
+static char *referrer_descriptor(json_t *root, const uint8_t digest[32], const char *media_type,
+                                 size_t len, uint8_t subject[32])
 {
     json_t *subj = json_object_get(root, "subject");
     const char *sd = json_string_value(json_object_get(subj, "digest"));
     if (!sd || verify_digest_parse(sd, strlen(sd), subject) != VERIFY_OK)
         return NULL;
     char hex[VERIFY_DIGEST_TEXT_LEN];
-    verify_digest_format(t->digest, hex);
-    json_t *d = json_pack("{s:s, s:s, s:I}", "mediaType", t->media_type, "digest", hex, "size",
-                          (json_int_t)t->body_len);
+    verify_digest_format(digest, hex);
+    json_t *d = json_pack("{s:s, s:s, s:I}", "mediaType", media_type, "digest", hex, "size",
+                          (json_int_t)len);
     json_t *at = json_object_get(root, "artifactType");
     if (!json_is_string(at))
         at = json_object_get(json_object_get(root, "config"), "mediaType");
@@ -401,21 +476,55 @@ static char *referrer_descriptor(const transfer *t, json_t *root, uint8_t subjec
     return text;
 }
 
+static void put_ref(cache *c, const char *repo_key, json_t *desc, const uint8_t manifest[32])
+{
+    const char *text = json_string_value(json_object_get(desc, "digest"));
+    uint8_t d[32];
+    if (text && verify_digest_parse(text, strlen(text), d) == VERIFY_OK)
+        cache_ref_put(c, repo_key, d, manifest);
+}
+
+/* What a manifest references in its repository: config, layers, and for an
+ * index its manifests (trust.c decides blobs and children through these). */
+static void put_refs(cache *c, const char *repo_key, json_t *root, const uint8_t manifest[32])
+{
+    put_ref(c, repo_key, json_object_get(root, "config"), manifest);
+    size_t i;
+    json_t *desc;
+    json_array_foreach(json_object_get(root, "layers"), i, desc)
+        put_ref(c, repo_key, desc, manifest);
+    json_array_foreach(json_object_get(root, "manifests"), i, desc)
+        put_ref(c, repo_key, desc, manifest);
+}
+
+cache_status transfer_store_manifest(cache *c, const char *repo_key, const char *tag,
+                                     const uint8_t digest[32], const char *media_type,
+                                     const void *body, size_t len)
+{
+    cache_status st = cache_manifest_put(c, digest, media_type, body, len);
+    if (st == CACHE_OK && tag)
+        st = cache_tag_put(c, repo_key, tag, digest, (uint64_t)time(NULL));
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (root && st == CACHE_OK) {
+        put_refs(c, repo_key, root, digest);
+        uint8_t subject[32];
+        char *desc = referrer_descriptor(root, digest, media_type, len, subject);
+        if (desc)
+            cache_referrer_put(c, subject, digest, desc, strlen(desc));
+        free(desc);
+    }
+    json_decref(root);
+    return st;
+}
+
 static void job_manifest_store(cache *c, void *arg)
 {
     transfer *t = arg;
-    cache_status st = cache_manifest_put(c, t->digest, t->media_type, t->body, t->body_len);
-    if (st == CACHE_OK && !t->by_digest)
-        st = cache_tag_put(c, t->repo_key, t->reference, t->digest, (uint64_t)time(NULL));
-    json_t *root = json_loadb(t->body, t->body_len, 0, NULL);
-    uint8_t subject[32];
-    char *desc = root ? referrer_descriptor(t, root, subject) : NULL;
-    if (desc && st == CACHE_OK)
-        cache_referrer_put(c, subject, t->digest, desc, strlen(desc));
-    free(desc);
-    json_decref(root);
     /* Served from memory either way; a failed write only costs a refetch. */
+    transfer_store_manifest(c, t->repo_key, t->by_digest ? NULL : t->reference, t->digest,
+                            t->media_type, t->body, t->body_len);
     set_state(t, T_DONE, UPSTREAM_OK, NULL);
+    transfer_enforce_quota(c, t->d);
     transfer_unref(t);
 }
 

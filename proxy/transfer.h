@@ -129,6 +129,17 @@ void transfer_remove_waiter(transfer *t, transfer_waiter *w);
 chunk_buf *transfer_mem_chunk(transfer *t, uint64_t offset, size_t *off, size_t *len);
 void chunk_unref(chunk_buf *c);
 
+/* Stores a verified manifest with its tag (NULL: none), the refs to what
+ * it references and, when it has a subject, its referrer descriptor. On a
+ * thread that may write to the cache (not an event loop). */
+cache_status transfer_store_manifest(cache *c, const char *repo_key, const char *tag,
+                                     const uint8_t digest[32], const char *media_type,
+                                     const void *body, size_t len);
+
+/* Evicts least-recently-used unpinned content down to [cache] max_size (if
+ * set), after a write that grew the cache. Not on an event loop. */
+void transfer_enforce_quota(cache *c, const daemon_ctx *d);
+
 /* The key under which tags of spec's repository are cached. */
 void transfer_repo_key(const config_upstream *up, const char *repo, char *out, size_t outlen);
 

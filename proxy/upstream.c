@@ -76,6 +76,7 @@ struct ureq {
     char *url;      /* absolute URL (token realm) instead of conf->url + path */
     char *redirect; /* where the last answer sent us (no credentials go there) */
     int attempted;  /* an attempt was started (the breaker learns from it) */
+    int broken;     /* the answer cannot be used (e.g. a wrong Content-Range) */
     unsigned redirects;
 };
 
@@ -344,6 +345,16 @@ static void on_success_headers(ureq *r)
     }
     r->resp.status = r->status;
     r->resp.content_length = header_int(e, "Content-Length");
+    if (r->delivered > 0) { /* asked to start mid-body (spec.offset) */
+        uint64_t first = 0;
+        int64_t total = r->status == 206 ? content_range_total(e, &first) : -1;
+        if (r->status != 206)
+            r->skip = r->delivered; /* the whole body: drop what we have */
+        else if (total >= 0 && first == r->delivered)
+            r->resp.content_length = total;
+        else
+            r->broken = 1; /* a range we did not ask for */
+    }
     capture_header(e, "Content-Type", r->resp.content_type, sizeof(r->resp.content_type));
     capture_header(e, "Docker-Content-Digest", r->resp.docker_content_digest,
                    sizeof(r->resp.docker_content_digest));
@@ -378,7 +389,7 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userp)
 {
     ureq *r = userp;
     size_t len = size * n;
-    if (r->status < 200 || r->status >= 300)
+    if (r->status < 200 || r->status >= 300 || r->broken)
         return len; /* body of an error answer: not the consumer's */
     size_t skip = r->skip < len ? (size_t)r->skip : len;
     if (skip) {
@@ -673,6 +684,7 @@ static ureq *new_ureq(upstream *u, const upstream_request *spec, const upstream_
     r->cb = *cb;
     r->arg = arg;
     r->resp.content_length = -1;
+    r->delivered = spec->offset;
     return r;
 }
 
@@ -768,6 +780,9 @@ static void finish_attempt(ureq *r, CURLcode code)
         int st = r->status;
         if (is_redirect(st)) {
             follow_redirect(r);
+        } else if (r->broken) {
+            free_attempt(r);
+            finish(r, UPSTREAM_BAD_RESPONSE);
         } else if (st >= 200 && st < 300) {
             free_attempt(r);
             finish(r, UPSTREAM_OK);

@@ -71,6 +71,9 @@ typedef struct {
     int head;             /* HEAD instead of GET */
     int resumable;        /* a cut body may be resumed with Range */
     int no_retry;         /* fail at the first error (the caller has a fallback) */
+    uint64_t offset;      /* start the body here (a Range request), e.g. to resume a
+                             transfer an earlier run left unfinished; content_length
+                             is still the whole body's */
 } upstream_request;
 
 /* Starts the upstream thread. NULL on failure. With offline set, every

@@ -124,8 +124,16 @@ EOF
 SPORT=$(free_port)
 SL=127.0.0.1:$SPORT
 mkdir -p "$WORK/sluice-cache"
-say "starting sluice on $SL (upstream http://$REG)"
-"$SLUICE" serve --listen "$SL" --upstream "http://$REG" --cache "$WORK/sluice-cache" 2>"$WORK/sluice.log" &
+# Sluice itself enforces the signatures: a containers-policy.json that
+# trusts only the publisher's key for this repository and rejects the rest.
+cat >"$WORK/policy.json" <<POLICY
+{"default": [{"type": "reject"}],
+ "transports": {"docker": {"$REG/$REPO": [{"type": "sigstoreSigned",
+   "keyPath": "$WORK/cosign.pub", "signedIdentity": {"type": "matchRepository"}}]}}}
+POLICY
+say "starting sluice on $SL (upstream http://$REG, trust policy: $REPO signed by the publisher's key)"
+"$SLUICE" serve --listen "$SL" --upstream "http://$REG" --cache "$WORK/sluice-cache" \
+  --policy "$WORK/policy.json" 2>"$WORK/sluice.log" &
 PIDS+=($!)
 SLUICE_PID=${PIDS[-1]}
 wait_ok "http://$SL/healthz" "$SLUICE_PID" sluice
@@ -153,6 +161,21 @@ for device in A B; do
   wc -l <"$WORK/registry/access.log" >"$WORK/access-$device.lines"
 done
 curl -sf "http://$SL/v2/$REPO/tags/list" >"$WORK/tags.json"
+
+# -- 4b. a device that runs 2.4.1 updates to 2.4.2 with a delta -------------------------------
+say "device C has 2.4.1 and asks for 2.4.2's layer as a delta (RFC 3229 A-IM, RFC 9842 dcz)"
+read -r OLD_LAYER NEW_LAYER < <("$PY" -c 'import json,sys; p=json.load(open(sys.argv[1])); print(p["2.4.1"]["layer"], p["2.4.2"]["layer"])' "$WORK/published.json")
+curl -sf -D "$WORK/delta.headers" -o "$WORK/delta.bin" -H "A-IM: sluice-bsz, vcdiff" \
+  -H "If-None-Match: \"$OLD_LAYER\"" "http://$SL/v2/$REPO/blobs/$NEW_LAYER" \
+  || die "delta request failed"
+"$SLUICE" delta apply --from "$DATA/old.ko" -o "$WORK/device-C-new.ko" "$WORK/delta.bin" \
+  || die "delta did not apply"
+DICT=$("$PY" -c 'import base64,sys; print(":"+base64.b64encode(bytes.fromhex(sys.argv[1].split(":")[1])).decode()+":")' "$OLD_LAYER")
+curl -sf -o "$WORK/delta.dcz" -H "Accept-Encoding: dcz" -H "Available-Dictionary: $DICT" \
+  "http://$SL/v2/$REPO/blobs/$NEW_LAYER" || die "dcz request failed"
+tail -c +41 "$WORK/delta.dcz" | zstd -q -d --patch-from="$DATA/old.ko" --long=31 -o "$WORK/device-C-new-dcz.ko" \
+  || die "the dcz delta did not decode with zstd"
+curl -sf "http://$SL/metrics" >"$WORK/metrics-C.txt"
 
 # -- 5. verify and summarise -------------------------------------------------------------------------
 "$PY" - "$WORK" "$REG" "$SL" "$REPO" <<'EOF'
@@ -252,6 +275,27 @@ print("%-48s %16s %16s" % ("", "device A (cold)", "device B (warm)"))
 for name, a, b in rows:
     print("%-48s %16d %16d" % (name, a, b))
 print()
+# device C: the delta from 2.4.1 to 2.4.2
+mc = metrics("C")
+full = pub["2.4.2"]["size"]
+heads = open(os.path.join(work, "delta.headers")).read().lower()
+im = re.search(r"^im:\s*(\S+)", heads, re.M)
+delta_len = os.path.getsize(os.path.join(work, "delta.bin"))
+dcz_len = os.path.getsize(os.path.join(work, "delta.dcz")) - 40
+print("device C (has 2.4.1) updates to 2.4.2's layer, %d bytes:" % full)
+print("  %-12s %9d bytes (%.1f%% of the layer), rebuilt with `sluice delta apply`" %
+      (im.group(1) if im else "?", delta_len, 100.0 * delta_len / full))
+print("  %-12s %9d bytes (%.1f%% of the layer), rebuilt with `zstd -d --patch-from`" %
+      ("dcz", dcz_len, 100.0 * dcz_len / full))
+for name in ("device-C-new.ko", "device-C-new-dcz.ko"):
+    if sha(os.path.join(work, name)) != pub["2.4.2"]["layer"]:
+        failures.append(f"{name}: rebuilt layer does not match its digest")
+print("  trust policy: %d manifest requests served as allowed, %d denied by Sluice's signature checks" %
+      (total(mc, "sluice_cache_hits_total", 'kind="manifest"') + total(mc, "sluice_cache_misses_total", 'kind="manifest"'),
+       total(mc, "sluice_denied_total")))
+print()
+if total(mc, "sluice_denied_total") != 0:
+    failures.append("sluice denied a signed artifact")
 if ub["blob"] != 0:
     failures.append(f"device B's pull fetched {ub['blob']} blobs upstream; expected all from sluice's cache")
 if ua["blob"] == 0:
@@ -260,7 +304,8 @@ if failures:
     print("DEMO FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
 print("OK: device A's pull went upstream once; device B's pull of the same two versions was served")
-print("    entirely from Sluice's cache; every digest and both cosign signatures verified.")
+print("    entirely from Sluice's cache; Sluice checked both cosign signatures against its trust")
+print("    policy before serving; device C got 2.4.2 as a delta and rebuilt the exact bytes.")
 EOF
 
 say "stopping sluice (SIGTERM)"

@@ -17,7 +17,7 @@ PACKAGES=(
   libcmocka-dev
   python3 python3-pytest
   docker-registry skopeo curl openssl zstd xdelta3 bsdiff
-  wrk nginx-light hyperfine lmdb-utils
+  wrk nginx-light hyperfine lmdb-utils time
 )
 
 missing=()

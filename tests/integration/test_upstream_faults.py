@@ -307,3 +307,28 @@ def test_resume_interrupted_transfer_with_range(fake_upstream, sluice_factory):
     assert r["status"] == 200 and r["digest"] == d
     assert len(fake.requests("GET", blob_path_re("fault/resume", d))) == 2
 
+
+
+def test_resume_across_restart_keeps_what_was_received(fake_upstream, sluice_factory):
+    """A transfer cut off (no retries left) and a daemon restart: the chunks
+    already stored are kept, and the next request asks only for the rest."""
+    fake = fake_upstream
+    sl = sluice_factory(fake.url, config=fault_config(fake.url, retries=0))
+    blob = random_bytes(6 * MiB + 12345, seed="restart")
+    img = fake.add_image("fault/restart", "v1", [blob])
+    d = img["layers"][0]
+    n = 3 * MiB + 77  # three whole 1 MiB chunks reach the cache
+    fake.configure(drop_after=n)
+    fake.set_mode("drop", d)
+    prime_manifest(sl.host, "fault/restart", "v1")
+    r = fetch(sl.host, f"/v2/fault/restart/blobs/{d}", timeout=40)
+    assert not (r["status"] == 200 and r["complete"]), "the cut transfer cannot have completed"
+    sl.restart()
+    fake.set_mode("ok", d)
+    r = fetch(sl.host, f"/v2/fault/restart/blobs/{d}", timeout=40)
+    assert r["status"] == 200 and r["complete"] and r["digest"] == d, r["error"]
+    ranges = [g["range"] for g in fake.requests("GET", blob_path_re("fault/restart", d))]
+    assert ranges[0] is None and len(ranges) == 2, ranges
+    m = re.fullmatch(r"bytes=(\d+)-(\d*)", ranges[1] or "")
+    assert m and int(m.group(1)) == 3 * MiB, f"expected a resume at 3 MiB, got {ranges[1]}"
+    assert "resuming" in sl.stderr()

@@ -1,7 +1,9 @@
 /*
  * test_cache.c — unit tests for cache/cache.c: blobs (chunked writes, reads
  * through the map and the data fd, partial blobs, delete, verify), manifests,
- * tags, referrers, snapshots and MVCC, map growth, statistics, persistence.
+ * tags, referrers, snapshots and MVCC, map growth, statistics, persistence,
+ * references, deltas, pins, counters, LRU eviction, running totals (and
+ * their rebuild for a store from before they existed) and the full check.
  * Each test runs on a fresh store in a mkdtemp directory that teardown removes.
  */
 #include <setjmp.h>
@@ -21,6 +23,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <lmdb.h>
+#include <stdbool.h>
 
 #include "cache.h"
 
@@ -903,6 +908,529 @@ static void test_touch(void **state)
     cache_snapshot_unref(s);
 }
 
+/* ---- references, deltas, pins, counters, eviction, totals, check ---- */
+
+typedef struct {
+    int calls, stop_after;
+    uint8_t digests[8][CACHE_DIGEST_LEN];
+} digest_seen;
+
+static int on_ref(void *arg, const uint8_t manifest[CACHE_DIGEST_LEN])
+{
+    digest_seen *s = arg;
+    if (s->calls < 8)
+        memcpy(s->digests[s->calls], manifest, CACHE_DIGEST_LEN);
+    s->calls++;
+    return s->stop_after != 0 && s->calls >= s->stop_after;
+}
+
+static void test_refs(void **state)
+{
+    fixture *f = *state;
+    uint8_t layer[CACHE_DIGEST_LEN], m1[CACHE_DIGEST_LEN], m2[CACHE_DIGEST_LEN];
+    digest_of_label("layer", layer);
+    memset(m1, 0x01, sizeof m1);
+    memset(m2, 0x02, sizeof m2);
+    assert_int_equal(cache_ref_put(f->c, "r.io/app", layer, m2), CACHE_OK);
+    assert_int_equal(cache_ref_put(f->c, "r.io/app", layer, m1), CACHE_OK);
+    assert_int_equal(cache_ref_put(f->c, "r.io/app", layer, m2), CACHE_OK); /* idempotent */
+    assert_int_equal(cache_ref_put(f->c, "r.io/other", layer, m2), CACHE_OK);
+    assert_int_equal(cache_ref_put(f->c, "", layer, m1), CACHE_INVALID);
+    char longrepo[600];
+    memset(longrepo, 'a', sizeof longrepo - 1);
+    longrepo[sizeof longrepo - 1] = '\0';
+    assert_int_equal(cache_ref_put(f->c, longrepo, layer, m1), CACHE_INVALID);
+
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    assert_non_null(s);
+    digest_seen seen = {0};
+    assert_int_equal(cache_ref_list(s, "r.io/app", layer, on_ref, &seen), 2);
+    assert_memory_equal(seen.digests[0], m1, CACHE_DIGEST_LEN); /* digest order */
+    assert_memory_equal(seen.digests[1], m2, CACHE_DIGEST_LEN);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cache_ref_list(s, "r.io/other", layer, on_ref, &seen), 1);
+    assert_memory_equal(seen.digests[0], m2, CACHE_DIGEST_LEN);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cache_ref_list(s, "r.io/ap", layer, on_ref, &seen), 0); /* no prefix match */
+    assert_int_equal(cache_ref_list(s, "r.io/app", m1, on_ref, &seen), 0);
+    memset(&seen, 0, sizeof seen);
+    seen.stop_after = 1;
+    assert_int_equal(cache_ref_list(s, "r.io/app", layer, on_ref, &seen), 1);
+    assert_int_equal(cache_ref_list(s, NULL, layer, on_ref, &seen), CACHE_INVALID);
+    cache_snapshot_unref(s);
+}
+
+typedef struct {
+    int calls;
+    char codecs[4][16];
+    uint64_t sizes[4];
+} delta_seen;
+
+static int on_delta(void *arg, const char *codec, const uint8_t delta[CACHE_DIGEST_LEN],
+                    uint64_t size)
+{
+    (void)delta;
+    delta_seen *s = arg;
+    if (s->calls < 4) {
+        snprintf(s->codecs[s->calls], sizeof s->codecs[0], "%s", codec);
+        s->sizes[s->calls] = size;
+    }
+    s->calls++;
+    return 0;
+}
+
+static void test_deltas(void **state)
+{
+    fixture *f = *state;
+    uint8_t base[CACHE_DIGEST_LEN], target[CACHE_DIGEST_LEN], d1[CACHE_DIGEST_LEN],
+        d2[CACHE_DIGEST_LEN], got[CACHE_DIGEST_LEN];
+    digest_of_label("base", base);
+    digest_of_label("target", target);
+    store_blob(f->c, (const uint8_t *)"delta one", 9, d1);
+    store_blob(f->c, (const uint8_t *)"delta two!", 10, d2);
+    assert_int_equal(cache_delta_put(f->c, base, target, "zstd", d1, 9), CACHE_OK);
+    assert_int_equal(cache_delta_put(f->c, base, target, "vcdiff", d2, 10), CACHE_OK);
+    assert_int_equal(cache_delta_put(f->c, base, target, "zstd", d1, 9), CACHE_OK);
+    assert_int_equal(cache_delta_put(f->c, base, target, "", d1, 9), CACHE_INVALID);
+    assert_int_equal(cache_delta_put(f->c, base, target, "sixteen-bytes-xx", d1, 9), CACHE_INVALID);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.deltas, 2);
+    assert_int_equal(st.delta_bytes, 19);
+
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    uint64_t size = 0;
+    assert_int_equal(cache_delta_get(s, base, target, "zstd", got, &size), CACHE_OK);
+    assert_memory_equal(got, d1, CACHE_DIGEST_LEN);
+    assert_int_equal(size, 9);
+    assert_int_equal(cache_delta_get(s, target, base, "zstd", got, &size), CACHE_NOTFOUND);
+    assert_int_equal(cache_delta_get(s, base, target, "bsz", got, NULL), CACHE_NOTFOUND);
+    delta_seen seen = {0};
+    assert_int_equal(cache_delta_list(s, base, target, on_delta, &seen), 2);
+    assert_string_equal(seen.codecs[0], "vcdiff");
+    assert_string_equal(seen.codecs[1], "zstd");
+    assert_int_equal(seen.sizes[0], 10);
+    cache_snapshot_unref(s);
+
+    /* replacing an entry replaces its size in the totals */
+    assert_int_equal(cache_delta_put(f->c, base, target, "zstd", d2, 10), CACHE_OK);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.deltas, 2);
+    assert_int_equal(st.delta_bytes, 20);
+}
+
+static void test_pins(void **state)
+{
+    fixture *f = *state;
+    uint8_t b[CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN], none[CACHE_DIGEST_LEN], p[CACHE_DIGEST_LEN];
+    store_blob(f->c, (const uint8_t *)"pinned blob", 11, b);
+    digest_of_label("pinned manifest", m);
+    digest_of_label("nothing here", none);
+    assert_int_equal(cache_manifest_put(f->c, m, "a/b", "{\"m\":1}", 7), CACHE_OK);
+    assert_int_equal(cache_pin(f->c, none, 1), CACHE_NOTFOUND);
+    assert_int_equal(cache_pin(f->c, b, 1), CACHE_OK);
+    assert_int_equal(cache_pin(f->c, b, 1), CACHE_OK); /* no change */
+    assert_int_equal(cache_pin(f->c, m, 1), CACHE_OK);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 11 + 7);
+    assert_int_equal(st.manifest_bytes, 7);
+
+    /* a replaced manifest keeps its pin; its size changes the totals */
+    assert_int_equal(cache_manifest_put(f->c, m, "a/b", "{\"m\":12}", 8), CACHE_OK);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 11 + 8);
+    /* a PARTIAL blob may be pinned; its bytes count once it is COMPLETE */
+    digest_of_label("partial pinned", p);
+    assert_int_equal(cache_blob_begin(f->c, p, NULL), CACHE_OK);
+    assert_int_equal(cache_pin(f->c, p, 1), CACHE_OK);
+    assert_int_equal(cache_blob_append(f->c, p, 0, "abc", 3), CACHE_OK);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 11 + 8);
+    assert_int_equal(cache_blob_complete(f->c, p, 3), CACHE_OK);
+    reopen(f, 0);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 11 + 8 + 3);
+
+    assert_int_equal(cache_pin(f->c, b, 0), CACHE_OK);
+    assert_int_equal(cache_manifest_delete(f->c, m), CACHE_OK);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 3);
+    assert_int_equal(st.manifest_bytes, 0);
+    assert_int_equal(cache_blob_delete(f->c, p), CACHE_OK);
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.pinned_bytes, 0);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.blob_bytes, 11);
+}
+
+static void test_counters(void **state)
+{
+    fixture *f = *state;
+    cache_counters c;
+    assert_int_equal(cache_counters_get(f->c, &c), CACHE_OK);
+    assert_int_equal(c.hits + c.misses + c.bytes_served + c.bytes_upstream, 0);
+    cache_counters add = {.hits = 3,
+                          .misses = 1,
+                          .bytes_served = 1000,
+                          .bytes_upstream = 400,
+                          .bytes_saved_deltas = 77};
+    assert_int_equal(cache_counters_add(f->c, &add), CACHE_OK);
+    assert_int_equal(cache_counters_add(f->c, &add), CACHE_OK);
+    reopen(f, 0);
+    assert_int_equal(cache_counters_get(f->c, &c), CACHE_OK);
+    assert_int_equal(c.hits, 6);
+    assert_int_equal(c.misses, 2);
+    assert_int_equal(c.bytes_served, 2000);
+    assert_int_equal(c.bytes_upstream, 800);
+    assert_int_equal(c.bytes_saved_deltas, 154);
+    assert_int_equal(cache_counters_add(NULL, &add), CACHE_INVALID);
+}
+
+static bool blob_exists(cache *c, const uint8_t *d)
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    assert_non_null(s);
+    cache_blob_info info;
+    bool found = cache_blob_stat(s, d, &info) == CACHE_OK;
+    cache_snapshot_unref(s);
+    return found;
+}
+
+static bool manifest_exists(cache *c, const uint8_t *d)
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    assert_non_null(s);
+    const char *mt;
+    const void *body;
+    size_t len;
+    bool found = cache_manifest_get(s, d, &mt, &body, &len) == CACHE_OK;
+    cache_snapshot_unref(s);
+    return found;
+}
+
+/* Blobs of 1000 bytes with access times 100, 200, ...; the oldest go first;
+ * pinned and PARTIAL blobs stay; readers keep what their snapshot sees. */
+static void test_evict_lru(void **state)
+{
+    fixture *f = *state;
+    enum { N = 6 };
+    uint8_t d[N][CACHE_DIGEST_LEN], part[CACHE_DIGEST_LEN];
+    uint8_t *data[N];
+    for (int i = 0; i < N; i++) {
+        data[i] = make_bytes(1000, 40 + (uint32_t)i);
+        store_blob(f->c, data[i], 1000, d[i]);
+        assert_int_equal(cache_touch(f->c, d[i], 100 * (uint64_t)(i + 1)), CACHE_OK);
+    }
+    assert_int_equal(cache_pin(f->c, d[0], 1), CACHE_OK); /* the oldest, but pinned */
+    digest_of_label("in flight", part);
+    assert_int_equal(cache_blob_begin(f->c, part, NULL), CACHE_OK);
+    assert_int_equal(cache_blob_append(f->c, part, 0, data[0], 1000), CACHE_OK);
+    assert_int_equal(cache_touch(f->c, part, 1), CACHE_OK);
+    assert_int_equal(cache_touch(f->c, d[3], 50), CACHE_OK); /* d[3] is now older than d[1] */
+
+    cache_snapshot *reader = cache_snapshot_new(f->c);
+    assert_non_null(reader);
+    cache_evict_result r;
+    assert_int_equal(cache_evict(f->c, 3500, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, 3);
+    assert_int_equal(r.evicted_bytes, 3000);
+    assert_int_equal(r.size_after, 3000);
+    assert_true(blob_exists(f->c, d[0]));
+    assert_false(blob_exists(f->c, d[3]));
+    assert_false(blob_exists(f->c, d[1]));
+    assert_false(blob_exists(f->c, d[2]));
+    assert_true(blob_exists(f->c, d[4]));
+    assert_true(blob_exists(f->c, d[5]));
+    assert_true(blob_exists(f->c, part));
+    /* the old snapshot still reads an evicted blob in full */
+    const void *p;
+    size_t len;
+    assert_int_equal(cache_blob_chunk(reader, d[1], 0, &p, &len, NULL), CACHE_OK);
+    assert_int_equal(len, 1000);
+    assert_memory_equal(p, data[1], 1000);
+    cache_snapshot_unref(reader);
+
+    /* under the bound already: nothing happens */
+    assert_int_equal(cache_evict(f->c, 3000, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, 0);
+    /* a bound below what is pinned: everything unpinned goes, CACHE_OK */
+    assert_int_equal(cache_evict(f->c, 0, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, 2);
+    assert_int_equal(r.size_after, 1000);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.partial_blobs, 1);
+    assert_int_equal(st.pinned_bytes, 1000);
+    for (int i = 0; i < N; i++)
+        free(data[i]);
+}
+
+/* Evicting a manifest removes its tags, its refs rows and referrers rows. */
+static void test_evict_manifest_rows(void **state)
+{
+    fixture *f = *state;
+    uint8_t old_m[CACHE_DIGEST_LEN], new_m[CACHE_DIGEST_LEN], layer[CACHE_DIGEST_LEN],
+        subj[CACHE_DIGEST_LEN], got[CACHE_DIGEST_LEN];
+    static const char ob[] = "{\"old\":true}", nb[] = "{\"new\":true}";
+    sha256(ob, strlen(ob), old_m);
+    sha256(nb, strlen(nb), new_m);
+    store_blob(f->c, (const uint8_t *)"shared layer", 12, layer);
+    digest_of_label("subject", subj);
+    assert_int_equal(cache_manifest_put(f->c, old_m, "a/b", ob, strlen(ob)), CACHE_OK);
+    assert_int_equal(cache_manifest_put(f->c, new_m, "a/b", nb, strlen(nb)), CACHE_OK);
+    assert_int_equal(cache_touch(f->c, old_m, 10), CACHE_OK);
+    assert_int_equal(cache_touch(f->c, new_m, 1000), CACHE_OK);
+    assert_int_equal(cache_touch(f->c, layer, 2000), CACHE_OK);
+    assert_int_equal(cache_tag_put(f->c, "r.io/app", "v1", old_m, 1), CACHE_OK);
+    assert_int_equal(cache_tag_put(f->c, "r.io/app", "v1-alias", old_m, 1), CACHE_OK);
+    assert_int_equal(cache_tag_put(f->c, "r.io/app", "v2", new_m, 1), CACHE_OK);
+    assert_int_equal(cache_ref_put(f->c, "r.io/app", layer, old_m), CACHE_OK);
+    assert_int_equal(cache_ref_put(f->c, "r.io/app", layer, new_m), CACHE_OK);
+    assert_int_equal(cache_referrer_put(f->c, subj, old_m, "{}", 2), CACHE_OK);
+    assert_int_equal(cache_referrer_put(f->c, old_m, new_m, "{}", 2), CACHE_OK);
+
+    cache_evict_result r;
+    uint64_t total = 12 + strlen(ob) + strlen(nb);
+    assert_int_equal(cache_evict(f->c, total - 1, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, 1);
+    assert_false(manifest_exists(f->c, old_m));
+    assert_true(manifest_exists(f->c, new_m));
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    assert_int_equal(cache_tag_get(s, "r.io/app", "v1", got, NULL), CACHE_NOTFOUND);
+    assert_int_equal(cache_tag_get(s, "r.io/app", "v1-alias", got, NULL), CACHE_NOTFOUND);
+    assert_int_equal(cache_tag_get(s, "r.io/app", "v2", got, NULL), CACHE_OK);
+    digest_seen seen = {0};
+    assert_int_equal(cache_ref_list(s, "r.io/app", layer, on_ref, &seen), 1);
+    assert_memory_equal(seen.digests[0], new_m, CACHE_DIGEST_LEN);
+    ref_seen rs = {0};
+    assert_int_equal(cache_referrer_list(s, subj, on_referrer, &rs), 0);
+    memset(&rs, 0, sizeof rs); /* rows whose subject was evicted stay */
+    assert_int_equal(cache_referrer_list(s, old_m, on_referrer, &rs), 1);
+    cache_snapshot_unref(s);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.tags, 1);
+    assert_int_equal(st.manifests, 1);
+}
+
+/* Deltas go before any full blob, even older ones; pinned deltas stay. */
+static void test_evict_deltas_first(void **state)
+{
+    fixture *f = *state;
+    uint8_t full[CACHE_DIGEST_LEN], d1[CACHE_DIGEST_LEN], d2[CACHE_DIGEST_LEN],
+        base[CACHE_DIGEST_LEN], target[CACHE_DIGEST_LEN], got[CACHE_DIGEST_LEN];
+    uint8_t *a = make_bytes(5000, 61), *b = make_bytes(300, 62), *c = make_bytes(200, 63);
+    store_blob(f->c, a, 5000, full);
+    store_blob(f->c, b, 300, d1);
+    store_blob(f->c, c, 200, d2);
+    assert_int_equal(cache_touch(f->c, full, 1), CACHE_OK); /* oldest of all */
+    digest_of_label("base", base);
+    digest_of_label("target", target);
+    assert_int_equal(cache_delta_put(f->c, base, target, "zstd", d1, 300), CACHE_OK);
+    assert_int_equal(cache_delta_put(f->c, base, target, "bsz", d1, 300), CACHE_OK);
+    assert_int_equal(cache_delta_put(f->c, base, target, "vcdiff", d2, 200), CACHE_OK);
+    assert_int_equal(cache_pin(f->c, d2, 1), CACHE_OK);
+
+    cache_evict_result r;
+    assert_int_equal(cache_evict(f->c, 5200, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, 2); /* two index entries of one delta blob */
+    assert_int_equal(r.evicted_bytes, 300);
+    assert_true(blob_exists(f->c, full));
+    assert_false(blob_exists(f->c, d1));
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    assert_int_equal(cache_delta_get(s, base, target, "zstd", got, NULL), CACHE_NOTFOUND);
+    assert_int_equal(cache_delta_get(s, base, target, "bsz", got, NULL), CACHE_NOTFOUND);
+    assert_int_equal(cache_delta_get(s, base, target, "vcdiff", got, NULL), CACHE_OK);
+    cache_snapshot_unref(s);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.deltas, 1);
+    assert_int_equal(st.delta_bytes, 200);
+    /* then full blobs */
+    assert_int_equal(cache_evict(f->c, 300, &r), CACHE_OK);
+    assert_false(blob_exists(f->c, full));
+    assert_true(blob_exists(f->c, d2));
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* More objects than one write transaction takes. */
+static void test_evict_many(void **state)
+{
+    fixture *f = *state;
+    enum { N = 700 };
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t d[CACHE_DIGEST_LEN], buf[16];
+        memcpy(buf, &i, sizeof i);
+        memset(buf + 4, 'x', sizeof buf - 4);
+        store_blob(f->c, buf, sizeof buf, d);
+        assert_int_equal(cache_touch(f->c, d, 1000 + i), CACHE_OK);
+    }
+    cache_evict_result r;
+    assert_int_equal(cache_evict(f->c, 100 * 16, &r), CACHE_OK);
+    assert_int_equal(r.evicted_objects, N - 100);
+    assert_int_equal(r.size_after, 100 * 16);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.blobs, 100);
+    /* the newest are left */
+    uint32_t i = N - 1;
+    uint8_t d[CACHE_DIGEST_LEN], buf[16];
+    memcpy(buf, &i, sizeof i);
+    memset(buf + 4, 'x', sizeof buf - 4);
+    sha256(buf, sizeof buf, d);
+    assert_true(blob_exists(f->c, d));
+}
+
+/* Drops the given named databases with raw LMDB (a store from before they existed). */
+static void drop_dbs(const char *dir, const char *const *names, size_t n)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 1u << 30), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    for (size_t i = 0; i < n; i++) {
+        MDB_dbi dbi;
+        assert_int_equal(mdb_dbi_open(txn, names[i], 0, &dbi), 0);
+        assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void fill_mixed(cache *c)
+{
+    uint8_t d[CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN], p[CACHE_DIGEST_LEN];
+    uint8_t *big = make_bytes(CACHE_CHUNK_SIZE + 10, 71);
+    store_blob(c, big, CACHE_CHUNK_SIZE + 10, d);
+    store_blob(c, (const uint8_t *)"small", 5, p);
+    assert_int_equal(cache_pin(c, p, 1), CACHE_OK);
+    digest_of_label("mixed manifest", m);
+    assert_int_equal(cache_manifest_put(c, m, "a/b", "{\"z\":0}", 7), CACHE_OK);
+    assert_int_equal(cache_pin(c, m, 1), CACHE_OK);
+    assert_int_equal(cache_tag_put(c, "r", "t", m, 1), CACHE_OK);
+    assert_int_equal(cache_delta_put(c, d, p, "zstd", p, 5), CACHE_OK);
+    digest_of_label("mixed partial", p);
+    assert_int_equal(cache_blob_begin(c, p, NULL), CACHE_OK);
+    free(big);
+}
+
+static void test_totals_rebuilt(void **state)
+{
+    fixture *f = *state;
+    fill_mixed(f->c);
+    cache_stats before, after;
+    assert_int_equal(cache_stat(f->c, &before), CACHE_OK);
+    cache_close(f->c);
+    static const char *const counters[] = {"counters"};
+    drop_dbs(f->dir, counters, 1);
+    f->c = open_store(f->dir, 0);
+    assert_int_equal(cache_stat(f->c, &after), CACHE_OK);
+    assert_int_equal(after.blobs, before.blobs);
+    assert_int_equal(after.blob_bytes, before.blob_bytes);
+    assert_int_equal(after.partial_blobs, 1);
+    assert_int_equal(after.manifest_bytes, 7);
+    assert_int_equal(after.pinned_bytes, 5 + 7);
+    assert_int_equal(after.deltas, 1);
+    assert_int_equal(after.delta_bytes, 5);
+    assert_int_equal(after.blob_bytes, CACHE_CHUNK_SIZE + 10 + 5);
+}
+
+/* A store written before refs, deltas and counters existed still opens. */
+static void test_old_store_opens(void **state)
+{
+    fixture *f = *state;
+    uint8_t d[CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN], got[CACHE_DIGEST_LEN];
+    store_blob(f->c, (const uint8_t *)"from before", 11, d);
+    digest_of_label("old manifest", m);
+    assert_int_equal(cache_manifest_put(f->c, m, "a/b", "{}", 2), CACHE_OK);
+    assert_int_equal(cache_tag_put(f->c, "r", "old", m, 5), CACHE_OK);
+    cache_close(f->c);
+    static const char *const added[] = {"refs", "deltas", "counters"};
+    drop_dbs(f->dir, added, 3);
+    f->c = open_store(f->dir, 0);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.blob_bytes, 11);
+    assert_int_equal(st.manifest_bytes, 2);
+    assert_int_equal(st.tags, 1);
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    assert_int_equal(cache_tag_get(s, "r", "old", got, NULL), CACHE_OK);
+    digest_seen seen = {0};
+    assert_int_equal(cache_ref_list(s, "r", d, on_ref, &seen), 0);
+    cache_snapshot_unref(s);
+    assert_int_equal(cache_ref_put(f->c, "r", d, m), CACHE_OK);
+    check_blob(f->c, d, (const uint8_t *)"from before", 11);
+}
+
+typedef struct {
+    int calls, manifests;
+    uint8_t digest[CACHE_DIGEST_LEN];
+    cache_status st;
+} check_seen;
+
+static void on_bad(void *arg, const uint8_t digest[CACHE_DIGEST_LEN], int is_manifest,
+                   cache_status st)
+{
+    check_seen *s = arg;
+    s->calls++;
+    s->manifests += is_manifest;
+    memcpy(s->digest, digest, CACHE_DIGEST_LEN);
+    s->st = st;
+}
+
+static void test_check(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 2 * CACHE_CHUNK_SIZE;
+    uint8_t *data = make_bytes(n, 81);
+    uint8_t d[CACHE_DIGEST_LEN], good[CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN],
+        wrong[CACHE_DIGEST_LEN];
+    store_blob(f->c, data, n, d);
+    store_blob(f->c, (const uint8_t *)"fine", 4, good);
+    sha256("{}", 2, m);
+    assert_int_equal(cache_manifest_put(f->c, m, "a/b", "{}", 2), CACHE_OK);
+    digest_of_label("not the hash of its body", wrong);
+    assert_int_equal(cache_manifest_put(f->c, wrong, "a/b", "{}", 2), CACHE_OK);
+    cache_check_result r;
+    check_seen seen = {0};
+    assert_int_equal(cache_check(f->c, on_bad, &seen, &r), CACHE_OK);
+    assert_int_equal(r.blobs, 2);
+    assert_int_equal(r.manifests, 2);
+    assert_int_equal(r.bad, 1);
+    assert_int_equal(seen.manifests, 1);
+    assert_memory_equal(seen.digest, wrong, CACHE_DIGEST_LEN);
+    assert_int_equal(seen.st, CACHE_CORRUPT);
+
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    const void *p;
+    size_t len;
+    uint64_t off;
+    assert_int_equal(cache_blob_chunk(s, d, 1, &p, &len, &off), CACHE_OK);
+    cache_snapshot_unref(s);
+    cache_close(f->c);
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "XXXX", 4, (off_t)(off + 99)), 4);
+    close(fd);
+    f->c = open_store(f->dir, 0);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cache_check(f->c, on_bad, &seen, &r), CACHE_OK);
+    assert_int_equal(r.bad, 2);
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(cache_check(f->c, NULL, NULL, &r), CACHE_OK);
+    free(data);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -937,6 +1465,17 @@ int main(void)
         T(test_stats),
         T(test_reopen_persistence),
         T(test_touch),
+        T(test_refs),
+        T(test_deltas),
+        T(test_pins),
+        T(test_counters),
+        T(test_evict_lru),
+        T(test_evict_manifest_rows),
+        T(test_evict_deltas_first),
+        T(test_evict_many),
+        T(test_totals_rebuilt),
+        T(test_old_store_opens),
+        T(test_check),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

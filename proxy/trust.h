@@ -1,0 +1,79 @@
+/*
+ * trust.h — invariant 2 in the daemon: a manifest is served only while its
+ * verdict under the current trust policy is "allowed"; a blob only when an
+ * allowed manifest of the same repository references it; in repositories
+ * that require it, a kernel module only with a valid appended signature
+ * from a configured certificate.
+ *
+ * Verdicts come from verify.h. Gathering what they need — the cosign
+ * "sha256-<hex>.sig" manifest and its payload blobs, Sigstore bundles among
+ * the manifest's referrers (the referrers API, else the "sha256-<hex>"
+ * fallback tag) — and checking signatures is I/O and CPU work, so it runs
+ * on a verifier thread; the event loops only look verdicts up. Fetched
+ * signature material is cached like any other content (so the site can
+ * decide offline, and devices that verify for themselves get it too).
+ * Signature artifacts themselves ("evidence") are always servable.
+ *
+ * Verdicts are kept in memory per (repository, tag or digest-only, manifest
+ * digest) under the policy generation; SIGHUP (trust_reload) drops them all.
+ */
+#ifndef SLUICE_TRUST_H
+#define SLUICE_TRUST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "pending.h"
+
+struct event;
+typedef struct trust trust;
+
+typedef enum { TRUST_ALLOWED, TRUST_DENIED, TRUST_PENDING } trust_state;
+
+/* Stops waiting (no-op when not waiting). */
+void trust_cancel(trust *t, pending_waiter *w);
+
+/* Loads cfg's policy, trusted root and module certificates and starts the
+ * verifier thread. With no policy, manifests are accepted (the caller logs
+ * it). NULL with err set ("policy.json: $.path: what is wrong"). */
+trust *trust_new(daemon_ctx *d, const config *cfg, char *err, size_t errlen);
+/* Replaces the policy and module settings from cfg; every verdict made
+ * under the old ones is dropped. -1 with err set keeps the old ones. */
+int trust_reload(trust *t, const config *cfg, char *err, size_t errlen);
+/* Shutdown, first step: runs the queued verifications, wakes every waiter;
+ * later questions are answered DENIED ("shutting down"). Call while the
+ * event loops still run. */
+void trust_stop(trust *t);
+/* Frees everything (after the loops have stopped). */
+void trust_free(trust *t);
+int trust_has_policy(trust *t);
+
+/* Waiting for a decision: see pending.h (a pending_waiter waits for one
+ * decision at a time; cancel it before freeing it). */
+
+/* Whether manifest `digest` of repository `repo` at upstream `up`, requested
+ * by `tag` (NULL: by digest), may be served. PENDING: a decision is being
+ * made; w (if not NULL and not already waiting) waits for it. DENIED: `why`
+ * says why. Cheap when the verdict is known. Any thread. */
+trust_state trust_check_manifest(trust *t, const config_upstream *up, const char *repo,
+                                 const char *tag, const uint8_t digest[32], pending_waiter *w,
+                                 char *why, size_t whylen);
+
+/* Whether blob `digest` of `repo` may be served (see above). `complete` says
+ * whether the blob is in the cache: a kernel-module check needs the bytes,
+ * so in module-signature scopes an incomplete blob is NEEDS_BYTES (fetch it
+ * whole, then ask again). */
+typedef enum {
+    TRUST_BLOB_OK,
+    TRUST_BLOB_DENIED,
+    TRUST_BLOB_PENDING,
+    TRUST_BLOB_NEEDS_BYTES
+} trust_blob_state;
+trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const char *repo,
+                                  const uint8_t digest[32], int complete, pending_waiter *w,
+                                  char *why, size_t whylen);
+
+#endif

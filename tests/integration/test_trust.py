@@ -1,0 +1,241 @@
+# test_trust.py — invariant 2 against real peers: artifacts pushed with skopeo
+# to Debian's docker-registry and signed cosign-style by the openssl CLI (an
+# independent signer), served by Sluice only when its containers-policy.json
+# trust policy allows them; kernel modules signed with `openssl cms` checked
+# against a configured certificate. Everything on 127.0.0.1.
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+
+import pytest
+
+from conftest import (OciLayout, build_artifact, build_cosign_signature, generate_p256_key, get,
+                      pull, push, sha256_digest, wait_until, ACCEPT_ALL_MANIFESTS, SkopeoError)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(os.path.dirname(HERE), "data")
+MODULE = os.path.join(DATA, "modules", "nvme-core", "new.ko")
+UNSIGNED_MODULE = os.path.join(DATA, "sigstore", "kernel-module", "debian-sign-file",
+                               "mod-simple-x86_64.unsigned.ko")
+MH = {"Accept": ACCEPT_ALL_MANIFESTS}
+
+
+class Site:
+    """A registry with artifacts in several trust situations, and keys."""
+
+    def __init__(self, registry, tmp_path):
+        self.registry, self.tmp = registry, tmp_path
+        self.key = generate_p256_key(self._dir("key"))
+        self.other_key = generate_p256_key(self._dir("other-key"))
+        self.digests = {}
+
+    def _dir(self, name):
+        d = self.tmp / name
+        d.mkdir(exist_ok=True)
+        return d
+
+    def publish(self, repo, tag, path, sign_with=None, signed_digest=None):
+        lay = OciLayout(self._dir(f"lay-{repo.replace('/', '_')}-{tag}"))
+        art = build_artifact(lay, tag, path)
+        md = art["manifest"]["digest"]
+        push(lay.path, tag, self.registry.host, repo)
+        if sign_with:
+            target = signed_digest or md
+            sig = build_cosign_signature(lay, self._dir(f"sig-{tag}"), sign_with[0], sign_with[1],
+                                         f"{self.registry.host}/{repo}", target)
+            sig_tag = f"sha256-{md.split(':')[1]}.sig"
+            lay.tag(sig["manifest"], sig_tag)
+            push(lay.path, sig_tag, self.registry.host, repo)
+        self.digests[(repo, tag)] = art
+        return art
+
+    def policy(self, drivers_requirement):
+        reg = self.registry.host
+        doc = {"default": [{"type": "reject"}],
+               "transports": {"docker": {
+                   f"{reg}/drivers": [drivers_requirement],
+                   f"{reg}/open": [{"type": "insecureAcceptAnything"}]}}}
+        path = self.tmp / "policy.json"
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    def signed_by_key(self):
+        return {"type": "sigstoreSigned", "keyPath": self.key[1],
+                "signedIdentity": {"type": "matchRepository"}}
+
+
+@pytest.fixture
+def site(registry, tmp_path):
+    s = Site(registry, tmp_path)
+    s.publish("drivers/nvme", "signed", MODULE, sign_with=s.key)
+    s.publish("drivers/nvme", "unsigned", UNSIGNED_MODULE)
+    s.publish("drivers/nvme", "otherkey", UNSIGNED_MODULE, sign_with=s.other_key)
+    wrong = s.digests[("drivers/nvme", "signed")]["manifest"]["digest"]
+    # a signature whose payload names another manifest, under this one's .sig tag
+    lay_dir = s._dir("wrong")
+    shutil.copy(UNSIGNED_MODULE, lay_dir / "other.ko")
+    s.publish("drivers/nvme", "wrongdigest", str(lay_dir / "other.ko"), sign_with=s.key,
+              signed_digest=wrong)
+    s.publish("open/tool", "v1", UNSIGNED_MODULE)
+    s.publish("elsewhere/thing", "v1", UNSIGNED_MODULE)
+    return s
+
+
+def manifest(sl, repo, tag):
+    return get(sl.host, f"/v2/{repo}/manifests/{tag}", MH)
+
+
+def layer(sl, site, repo, tag):
+    d = site.digests[(repo, tag)]["layers"][0]["digest"]
+    return d, get(sl.host, f"/v2/{repo}/blobs/{d}")
+
+
+def assert_denied(r, *words):
+    assert r.status == 403, r
+    assert r.oci_error_codes() == ["DENIED"], r
+    msg = r.json()["errors"][0]["message"].lower()
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+
+
+def test_policy_enforced_on_manifests_and_blobs(site, sluice_factory, registry):
+    pol = site.policy(site.signed_by_key())
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    # signed with the trusted key: manifest and layer served, bytes exact
+    r = manifest(sl, "drivers/nvme", "signed")
+    assert r.status == 200, r
+    d, b = layer(sl, site, "drivers/nvme", "signed")
+    assert b.status == 200 and sha256_digest(b.body) == d
+    # by digest too
+    md = site.digests[("drivers/nvme", "signed")]["manifest"]["digest"]
+    assert manifest(sl, "drivers/nvme", md).status == 200
+    # the signature itself is served (devices may verify for themselves)
+    sig = manifest(sl, "drivers/nvme", f"sha256-{md.split(':')[1]}.sig")
+    assert sig.status == 200
+    # unsigned, other key, signature naming another digest: 403 DENIED
+    assert_denied(manifest(sl, "drivers/nvme", "unsigned"))
+    assert_denied(manifest(sl, "drivers/nvme", "otherkey"))
+    assert_denied(manifest(sl, "drivers/nvme", "wrongdigest"))
+    # blobs of a denied manifest are not served either
+    _, b = layer(sl, site, "drivers/nvme", "unsigned")
+    assert_denied(b)
+    # the policy's other scopes: accept anything, and the default reject
+    assert manifest(sl, "open/tool", "v1").status == 200
+    _, b = layer(sl, site, "open/tool", "v1")
+    assert b.status == 200
+    assert_denied(manifest(sl, "elsewhere/thing", "v1"), "reject")
+    m = sl.metrics()
+    assert m.value("sluice_denied_total") >= 5
+    assert "denied" in sl.stderr()
+
+
+def test_skopeo_pulls_signed_and_is_refused_unsigned(site, sluice_factory, registry, tmp_path):
+    pol = site.policy(site.signed_by_key())
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    want = site.digests[("drivers/nvme", "signed")]["manifest"]["digest"]
+    assert pull(sl.host, "drivers/nvme", "signed", str(tmp_path / "ok")) == want
+    with pytest.raises(SkopeoError) as e:
+        pull(sl.host, "drivers/nvme", "unsigned", str(tmp_path / "no"))
+    assert "403" in str(e.value) or "denied" in str(e.value).lower()
+
+
+def test_sighup_policy_change_changes_verdicts(site, sluice_factory, registry):
+    pol = site.policy(site.signed_by_key())
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    assert_denied(manifest(sl, "drivers/nvme", "unsigned"))
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    site.policy({"type": "insecureAcceptAnything"})
+    os.kill(sl.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded" in sl.stderr(), 5, what="reload")
+    assert manifest(sl, "drivers/nvme", "unsigned").status == 200
+    # and back: trust only the other key now; the formerly good one is denied
+    site.policy({"type": "sigstoreSigned", "keyPath": site.other_key[1],
+                 "signedIdentity": {"type": "matchRepository"}})
+    os.kill(sl.proc.pid, signal.SIGHUP)
+    wait_until(lambda: sl.stderr().count("reloaded") >= 2, 5, what="second reload")
+    assert_denied(manifest(sl, "drivers/nvme", "signed"))
+    assert manifest(sl, "drivers/nvme", "otherkey").status == 200
+
+
+def test_verdicts_offline_from_cached_signatures(site, sluice_factory, registry):
+    pol = site.policy(site.signed_by_key())
+    conf = f"[trust]\npolicy = {pol}\n"
+    sl = sluice_factory(registry.url, config=conf)
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    d, b = layer(sl, site, "drivers/nvme", "signed")
+    assert b.status == 200
+    sl.stop()
+    registry.stop()
+    sl.extra_args = ["--offline"]
+    sl.start()
+    # a fresh process decides again, from the signature it cached
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    d, b = layer(sl, site, "drivers/nvme", "signed")
+    assert b.status == 200 and sha256_digest(b.body) == d
+
+
+def test_bad_policy_is_a_startup_error(sluice_bin, tmp_path):
+    p = tmp_path / "policy.json"
+    p.write_text('{"default": [{"type": "insecureAcceptAnything", "bogus": 1}]}')
+    r = subprocess.run([sluice_bin, "serve", "--upstream", "http://127.0.0.1:9", "--policy", str(p),
+                        "--cache", str(tmp_path / "c"), "--listen", "127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "policy.json" in r.stderr and "bogus" in r.stderr, r.stderr
+
+
+# -- kernel-module signatures ------------------------------------------------------------------
+
+def sign_module(src, dst, workdir):
+    """Appends a PKCS#7 signature the way the kernel's sign-file does, made
+    with the openssl CLI: detached, binary, no attributes, no certificates."""
+    key, crt = os.path.join(workdir, "mod.key"), os.path.join(workdir, "mod.crt")
+    if not os.path.exists(crt):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", crt, "-days", "2", "-subj", "/CN=Sluice test module signing"],
+                       check=True, capture_output=True)
+    sig = os.path.join(workdir, "mod.p7s")
+    subprocess.run(["openssl", "cms", "-sign", "-binary", "-noattr", "-nocerts", "-md", "sha256",
+                    "-in", src, "-signer", crt, "-inkey", key, "-outform", "DER", "-out", sig],
+                   check=True, capture_output=True)
+    body, p7 = open(src, "rb").read(), open(sig, "rb").read()
+    trailer = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(p7)) + b"~Module signature appended~\n"
+    with open(dst, "wb") as f:
+        f.write(body + p7 + trailer)
+    return crt
+
+
+def test_module_signatures_required_in_scope(registry, sluice_factory, tmp_path):
+    work = tmp_path / "mod"
+    work.mkdir()
+    signed = str(work / "driver.ko")
+    crt = sign_module(UNSIGNED_MODULE, signed, str(work))
+    flipped = str(work / "flipped.ko")
+    data = bytearray(open(signed, "rb").read())
+    data[300] ^= 0x01
+    open(flipped, "wb").write(bytes(data))
+    site = Site(registry, tmp_path)
+    site.publish("modules/drv", "good", signed)
+    site.publish("modules/drv", "flipped", flipped)
+    site.publish("modules/drv", "unsigned", UNSIGNED_MODULE)
+    conf = (f"[trust]\nmodule_scopes = {registry.host}/modules\nmodule_certs = {crt}\n")
+    sl = sluice_factory(registry.url, config=conf)
+    for tag in ("good", "flipped", "unsigned"):
+        assert manifest(sl, "modules/drv", tag).status == 200
+    d, b = layer(sl, site, "modules/drv", "good")
+    assert b.status == 200 and sha256_digest(b.body) == d
+    _, b = layer(sl, site, "modules/drv", "flipped")
+    assert_denied(b)
+    _, b = layer(sl, site, "modules/drv", "unsigned")
+    assert_denied(b)
+    # and `sluice verify --file` says the same, exit 0 only when valid
+    ok = subprocess.run([sl.binary, "verify", "--file", signed, "--cert", crt], capture_output=True,
+                        text=True)
+    bad = subprocess.run([sl.binary, "verify", "--file", flipped, "--cert", crt],
+                         capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert bad.returncode == 1, bad.stdout + bad.stderr
