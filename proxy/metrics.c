@@ -129,6 +129,12 @@ void metrics_render(struct evbuffer *out, uint64_t cache_bytes, uint64_t cache_b
     render_one(out, "sluice_delta_fallbacks_total", "counter",
                "Delta requests answered with the full blob (too large, too slow, failed).",
                (long long)load(&m->delta_fallbacks));
+    render_one(out, "sluice_parent_deltas_applied_total", "counter",
+               "Child mode: blobs rebuilt from a parent Sluice's delta and verified.",
+               (long long)load(&m->parent_deltas_applied));
+    render_one(out, "sluice_parent_deltas_rejected_total", "counter",
+               "Child mode: deltas from the parent that failed; the full blob was fetched.",
+               (long long)load(&m->parent_deltas_rejected));
     render_one(out, "sluice_corrupt_evictions_total", "counter",
                "Cached objects found corrupt at rest and evicted.",
                (long long)load(&m->corrupt_evictions));

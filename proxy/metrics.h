@@ -50,7 +50,9 @@ typedef struct {
     atomic_uint_fast64_t delta_computed;
     atomic_uint_fast64_t delta_compute_ms;
     atomic_uint_fast64_t delta_cache_hits;
-    atomic_uint_fast64_t delta_fallbacks; /* delta wanted, full blob served */
+    atomic_uint_fast64_t delta_fallbacks;        /* delta wanted, full blob served */
+    atomic_uint_fast64_t parent_deltas_applied;  /* child mode: deltas rebuilt and verified */
+    atomic_uint_fast64_t parent_deltas_rejected; /* child mode: bad deltas, full blob fetched */
     atomic_int_fast64_t requests_in_progress;
 } metrics;
 

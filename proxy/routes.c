@@ -1449,6 +1449,7 @@ static void dispatch_oci(reqctx *c, const char *path)
         return;
     }
     add_header(c, "Docker-Distribution-API-Version", "registry/2.0");
+    add_header(c, SLUICE_CAPABILITIES_HEADER, SLUICE_CAPABILITIES);
     if (c->r.kind == OCI_ROUTE_BASE) {
         reply_json(c, 200, "{}", 2);
         return;

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "blobs.h"
+#include "delta.h"
 #include "log.h"
 #include "metrics.h"
 #include "verify.h"
@@ -111,6 +113,7 @@ void transfer_unref(transfer *t)
     if (t->hasher)
         verify_hasher_free(t->hasher);
     free(t->body);
+    free(t->delta_buf);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -188,6 +191,8 @@ typedef struct {
 
 static void start_blob_upstream(transfer *t, uint64_t offset);
 static void job_blob_finish_now(cache *c, transfer *t);
+static int find_base(cache *c, transfer *t, uint8_t base[32]);
+static void start_blob_delta(transfer *t, const uint8_t base[32]);
 
 /* Hashes the chunks an earlier run left in a PARTIAL blob. Returns the
  * offset to resume from; *whole is set when every byte is there already. */
@@ -235,6 +240,7 @@ static void job_blob_begin(cache *c, void *arg)
 {
     transfer *t = arg;
     int complete = 0, whole = 0;
+    uint8_t base[32];
     t->hasher = verify_hasher_new();
     cache_status st = t->hasher ? cache_blob_begin(c, t->digest, &complete) : CACHE_IO;
     uint64_t offset = st != CACHE_OK ? 0
@@ -256,6 +262,8 @@ static void job_blob_begin(cache *c, void *arg)
         set_state(t, T_DONE, UPSTREAM_OK, NULL);
     else if (whole) /* killed between the last chunk and the digest check */
         job_blob_finish_now(c, t);
+    else if (!offset && upstream_is_sluice(t->d->upstream, t->up) && find_base(c, t, base))
+        start_blob_delta(t, base); /* child mode: only what changed, from the parent */
     else
         start_blob_upstream(t, offset);
     if (offset && !complete)
@@ -427,6 +435,287 @@ static void blob_on_done(void *arg, upstream_result result, const upstream_respo
         set_state(t, T_FAILED, result, "upstream transfer failed");
     }
     transfer_unref(t); /* the upstream request's reference */
+}
+
+/* ---------- deltas from a parent Sluice (child mode) ---------- */
+
+#define DELTA_ACCEPT "sluice-bsz, vcdiff"
+#define MAX_PARENT_DELTA ((size_t)512 << 20)
+#define MAX_EARLIER 256
+
+typedef struct {
+    delta_layer layers[MAX_EARLIER];
+    char titles[MAX_EARLIER][128];
+    char types[MAX_EARLIER][128];
+    size_t n;
+} layer_set;
+
+/* Adds the layers of manifest json `doc` to set (all of them, or the one
+ * whose digest is `only`). */
+static void add_layers(layer_set *set, json_t *doc, const uint8_t *only, uint32_t age)
+{
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(doc, "layers"), i, l)
+    {
+        const char *d = json_string_value(json_object_get(l, "digest"));
+        uint8_t digest[32];
+        if (set->n >= MAX_EARLIER || !d || verify_digest_parse(d, strlen(d), digest) != VERIFY_OK ||
+            (only && memcmp(only, digest, 32) != 0))
+            continue;
+        delta_layer *dl = &set->layers[set->n];
+        const char *title = json_string_value(
+            json_object_get(json_object_get(l, "annotations"), "org.opencontainers.image.title"));
+        snprintf(set->titles[set->n], sizeof(set->titles[0]), "%s", title ? title : "");
+        snprintf(set->types[set->n], sizeof(set->types[0]), "%s",
+                 json_string_value(json_object_get(l, "mediaType"))
+                     ? json_string_value(json_object_get(l, "mediaType"))
+                     : "");
+        dl->title = title ? set->titles[set->n] : NULL;
+        dl->media_type = set->types[set->n];
+        dl->position = (uint32_t)i;
+        dl->age = age;
+        dl->size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+        memcpy(dl->digest, digest, 32);
+        set->n++;
+    }
+}
+
+static json_t *load_manifest(cache_snapshot *s, const uint8_t digest[32])
+{
+    const char *mt;
+    const void *body;
+    size_t len;
+    if (cache_manifest_get(s, digest, &mt, &body, &len) != CACHE_OK)
+        return NULL;
+    return json_loadb(body, len, 0, NULL);
+}
+
+typedef struct {
+    cache_snapshot *s;
+    const char *repo_key;
+    const uint8_t *skip;
+    layer_set *earlier;
+} tag_walk;
+
+static int add_tagged(void *arg, const char *tag, size_t len)
+{
+    (void)len;
+    tag_walk *w = arg;
+    uint8_t d[32];
+    uint64_t when;
+    if (cache_tag_get(w->s, w->repo_key, tag, d, &when) != CACHE_OK || memcmp(d, w->skip, 32) == 0)
+        return 0;
+    json_t *doc = load_manifest(w->s, d);
+    add_layers(w->earlier, doc, NULL, 1);
+    json_decref(doc);
+    return w->earlier->n >= MAX_EARLIER;
+}
+
+static int first_ref(void *arg, const uint8_t manifest[32])
+{
+    memcpy(arg, manifest, 32);
+    return 1;
+}
+
+/* An earlier version of the target layer this cache holds whole: the layer
+ * with the same title (else position and media type) in the repository's
+ * other tagged manifests (delta_select_bases). Writer thread. */
+static int find_base(cache *c, transfer *t, uint8_t base[32])
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    uint8_t manifest[32];
+    layer_set *target = calloc(1, sizeof(*target)), *earlier = calloc(1, sizeof(*earlier));
+    int found = 0;
+    if (s && target && earlier &&
+        cache_ref_list(s, t->repo_key, t->digest, first_ref, manifest) > 0) {
+        json_t *doc = load_manifest(s, manifest);
+        add_layers(target, doc, t->digest, 0);
+        json_decref(doc);
+        tag_walk w = {s, t->repo_key, manifest, earlier};
+        cache_tag_list(s, t->repo_key, NULL, 0, add_tagged, &w);
+        long pick = -1;
+        if (target->n)
+            delta_select_bases(target->layers, 1, earlier->layers, earlier->n, &pick);
+        cache_blob_info info;
+        if (pick >= 0 && cache_blob_stat(s, earlier->layers[pick].digest, &info) == CACHE_OK &&
+            info.state == CACHE_BLOB_COMPLETE) {
+            memcpy(base, earlier->layers[pick].digest, 32);
+            found = 1;
+        }
+    }
+    free(target);
+    free(earlier);
+    if (s)
+        cache_snapshot_unref(s);
+    return found;
+}
+
+static void delta_on_headers(void *arg, const upstream_response *resp)
+{
+    transfer *t = arg;
+    if (resp->im[0])
+        t->delta_mode = 1; /* 226: collect the delta, apply it, then verify */
+    else
+        blob_on_headers(arg, resp); /* the parent sent the whole blob */
+}
+
+static int delta_on_data(void *arg, const void *data, size_t len)
+{
+    transfer *t = arg;
+    if (!t->delta_mode)
+        return blob_on_data(arg, data, len);
+    if (t->delta_len + len > MAX_PARENT_DELTA) {
+        t->delta_bad = 1;
+        return 1;
+    }
+    char *grown = realloc(t->delta_buf, t->delta_len + len);
+    if (!grown)
+        abort();
+    memcpy(grown + t->delta_len, data, len);
+    t->delta_buf = grown;
+    t->delta_len += len;
+    return 1;
+}
+
+typedef struct {
+    transfer *t;
+    cache *c;
+    chunk_buf *chunk;
+    int failed;
+} apply_sink;
+
+static int apply_flush(apply_sink *a)
+{
+    chunk_buf *ch = a->chunk;
+    if (!ch->len)
+        return 0;
+    verify_hasher_update(a->t->hasher, ch->data, ch->len);
+    if (cache_blob_append(a->c, a->t->digest, ch->index, ch->data, ch->len) != CACHE_OK)
+        return -1;
+    pthread_mutex_lock(&a->t->mu);
+    a->t->received += ch->len;
+    a->t->committed = a->t->mem_first = ch->index + 1;
+    pthread_mutex_unlock(&a->t->mu);
+    ch->index++;
+    ch->len = 0;
+    return 0;
+}
+
+static int apply_write(void *arg, const void *p, size_t n)
+{
+    apply_sink *a = arg;
+    const char *q = p;
+    while (n) {
+        size_t room = CACHE_CHUNK_SIZE - a->chunk->len, k = n < room ? n : room;
+        memcpy(a->chunk->data + a->chunk->len, q, k);
+        a->chunk->len += k;
+        q += k;
+        n -= k;
+        if (a->chunk->len == CACHE_CHUNK_SIZE && apply_flush(a) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Rebuilds the target from the base and the parent's delta into the PARTIAL
+ * blob, chunk by chunk. 0 when every byte was written. */
+static int apply_parent_delta(cache *c, transfer *t)
+{
+    char *base = NULL;
+    size_t blen = 0;
+    if (t->delta_bad || blobs_load(c, t->delta_base, (size_t)1 << 31, &base, &blen) != 0)
+        return -1;
+    apply_sink a = {t, c, chunk_new(0), 0};
+    delta_options opt;
+    delta_options_init(&opt);
+    opt.base_sha256 = t->delta_base;
+    opt.zstd_max_window_log = 31;
+    delta_report rep;
+    delta_status st =
+        delta_decode(base, blen, t->delta_buf, t->delta_len, &opt, apply_write, &a, &rep);
+    int rc = st == DELTA_OK ? apply_flush(&a) : -1;
+    if (st != DELTA_OK)
+        log_warn("transfer", "delta from the parent for %s rejected: %s %s", t->key,
+                 delta_strerror(st), rep.msg);
+    chunk_unref(a.chunk);
+    free(base);
+    return rc;
+}
+
+static void start_blob_upstream(transfer *t, uint64_t offset);
+
+/* The whole blob after all: forget what the delta attempt wrote. */
+static void fall_back_to_full(cache *c, transfer *t)
+{
+    int complete = 0;
+    METRIC_ADD(parent_deltas_rejected, 1);
+    cache_blob_delete(c, t->digest);
+    verify_hasher_reset(t->hasher);
+    pthread_mutex_lock(&t->mu);
+    t->delta_mode = 0;
+    t->received = 0;
+    t->committed = t->mem_first = 0;
+    t->total = UINT64_MAX;
+    pthread_mutex_unlock(&t->mu);
+    if (cache_blob_begin(c, t->digest, &complete) != CACHE_OK)
+        t->write_failed = 1;
+    start_blob_upstream(t, 0);
+}
+
+static void job_apply_delta(cache *c, void *arg)
+{
+    transfer *t = arg;
+    uint8_t got[VERIFY_DIGEST_LEN];
+    if (apply_parent_delta(c, t) == 0) {
+        verify_hasher_final(t->hasher, got);
+        if (memcmp(got, t->digest, 32) == 0 &&
+            cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
+            METRIC_ADD(parent_deltas_applied, 1);
+            pthread_mutex_lock(&t->mu);
+            t->total = t->received;
+            pthread_mutex_unlock(&t->mu);
+            set_state(t, T_DONE, UPSTREAM_OK, NULL);
+            transfer_enforce_quota(c, t->d);
+            transfer_unref(t);
+            return;
+        }
+        log_warn("transfer", "delta from the parent for %s rebuilt the wrong bytes", t->key);
+    }
+    fall_back_to_full(c, t);
+    transfer_unref(t);
+}
+
+static void delta_on_done(void *arg, upstream_result result, const upstream_response *resp)
+{
+    transfer *t = arg;
+    if (!t->delta_mode) {
+        blob_on_done(arg, result, resp);
+        return;
+    }
+    if (result == UPSTREAM_OK) {
+        submit(t, job_apply_delta);
+    } else {
+        t->delta_bad = 1;
+        submit(t, job_apply_delta); /* falls back to the full blob */
+    }
+    transfer_unref(t); /* the upstream request's reference */
+}
+
+/* Asks the parent Sluice for the target as a delta against base. */
+static void start_blob_delta(transfer *t, const uint8_t base[32])
+{
+    static const upstream_callbacks cb = {delta_on_headers, delta_on_data, delta_on_done};
+    upstream_request req = {.conf = t->up, .a_im = DELTA_ACCEPT};
+    char hex[VERIFY_DIGEST_TEXT_LEN], bhex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(t->digest, hex);
+    verify_digest_format(base, bhex);
+    memcpy(t->delta_base, base, 32);
+    snprintf(req.if_none_match, sizeof(req.if_none_match), "\"%s\"", bhex);
+    snprintf(req.path, sizeof(req.path), "/v2/%s/blobs/%s", t->repo, hex);
+    snprintf(req.repository, sizeof(req.repository), "%s", t->repo);
+    atomic_fetch_add(&t->refs, 1);
+    upstream_submit(t->d->upstream, &req, &cb, t, &t->upstream_id);
 }
 
 static void start_blob_upstream(transfer *t, uint64_t offset)

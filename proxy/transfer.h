@@ -98,6 +98,12 @@ typedef struct transfer {
     char media_type[128];
     transfer_waiter *waiters;
     void *hasher; /* writer-thread state (verify_hasher*) */
+    /* child mode: the target asked of a parent Sluice as a delta */
+    int delta_mode; /* the parent answered 226: delta_buf holds the delta */
+    int delta_bad;  /* too large or cut: fall back to the full blob */
+    uint8_t delta_base[32];
+    char *delta_buf;
+    size_t delta_len;
     int write_failed;
 } transfer;
 

@@ -102,6 +102,7 @@ struct upstream {
     ureq *live;
     token *tokens;
     int offline;
+    const config_upstream *sluices[CONFIG_MAX_UPSTREAMS]; /* answered as a Sluice (under mu) */
     struct breaker {
         const config_upstream *conf;
         int64_t until_ms; /* monotonic; down until then */
@@ -331,6 +332,30 @@ static int64_t content_range_total(CURL *easy, uint64_t *first)
     return (int64_t)total;
 }
 
+static void note_sluice(upstream *u, const config_upstream *conf)
+{
+    pthread_mutex_lock(&u->mu);
+    for (size_t i = 0; i < CONFIG_MAX_UPSTREAMS; i++) {
+        if (u->sluices[i] == conf)
+            break;
+        if (!u->sluices[i]) {
+            u->sluices[i] = conf;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&u->mu);
+}
+
+int upstream_is_sluice(upstream *u, const config_upstream *conf)
+{
+    int yes = 0;
+    pthread_mutex_lock(&u->mu);
+    for (size_t i = 0; i < CONFIG_MAX_UPSTREAMS && u->sluices[i] && !yes; i++)
+        yes = u->sluices[i] == conf;
+    pthread_mutex_unlock(&u->mu);
+    return yes;
+}
+
 static void on_success_headers(ureq *r)
 {
     CURL *e = r->easy;
@@ -358,6 +383,11 @@ static void on_success_headers(ureq *r)
     capture_header(e, "Content-Type", r->resp.content_type, sizeof(r->resp.content_type));
     capture_header(e, "Docker-Content-Digest", r->resp.docker_content_digest,
                    sizeof(r->resp.docker_content_digest));
+    capture_header(e, "IM", r->resp.im, sizeof(r->resp.im));
+    char caps[128];
+    capture_header(e, SLUICE_CAPABILITIES_HEADER, caps, sizeof(caps));
+    if (caps[0])
+        note_sluice(r->u, r->spec.conf);
     r->headers_delivered = 1;
     if (r->cb.on_headers)
         r->cb.on_headers(r->arg, &r->resp);
@@ -564,6 +594,10 @@ static void start_attempt(ureq *r)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     if (r->spec.accept)
         add_header(r, "Accept: %s", r->spec.accept);
+    if (r->spec.a_im) {
+        add_header(r, "A-IM: %s", r->spec.a_im);
+        add_header(r, "If-None-Match: %s", r->spec.if_none_match);
+    }
     if (r->delivered > 0) {
         char range[64];
         snprintf(range, sizeof(range), "%llu-", (unsigned long long)r->delivered);

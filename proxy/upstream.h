@@ -50,6 +50,7 @@ typedef struct {
     int64_t content_length; /* full body length, -1 if unknown */
     char content_type[128];
     char docker_content_digest[80];
+    char im[32]; /* RFC 3229 IM of a 226 answer: the delta codec, else "" */
 } upstream_response;
 
 /* The consumer's side of a request; all called on the upstream thread. */
@@ -65,15 +66,17 @@ typedef struct {
 
 typedef struct {
     const config_upstream *conf;
-    char path[1024];      /* e.g. "/v2/library/x/manifests/latest" */
-    char repository[256]; /* for the token scope "repository:NAME:pull" */
-    const char *accept;   /* Accept header value, or NULL */
-    int head;             /* HEAD instead of GET */
-    int resumable;        /* a cut body may be resumed with Range */
-    int no_retry;         /* fail at the first error (the caller has a fallback) */
-    uint64_t offset;      /* start the body here (a Range request), e.g. to resume a
-                             transfer an earlier run left unfinished; content_length
-                             is still the whole body's */
+    char path[1024];        /* e.g. "/v2/library/x/manifests/latest" */
+    char repository[256];   /* for the token scope "repository:NAME:pull" */
+    const char *accept;     /* Accept header value, or NULL */
+    int head;               /* HEAD instead of GET */
+    int resumable;          /* a cut body may be resumed with Range */
+    int no_retry;           /* fail at the first error (the caller has a fallback) */
+    char if_none_match[96]; /* with a_im: the base a delta is asked against */
+    const char *a_im;       /* RFC 3229 A-IM: the delta codecs accepted, or NULL */
+    uint64_t offset;        /* start the body here (a Range request), e.g. to resume a
+                               transfer an earlier run left unfinished; content_length
+                               is still the whole body's */
 } upstream_request;
 
 /* Starts the upstream thread. NULL on failure. With offline set, every
@@ -101,6 +104,11 @@ void upstream_unpause(upstream *u, uint64_t id);
 void upstream_cancel(upstream *u, uint64_t id);
 
 const char *upstream_result_name(upstream_result r);
+/* Whether this upstream answered as a Sluice (Sluice-Capabilities header):
+ * then it serves deltas between Sluices. Any thread. */
+int upstream_is_sluice(upstream *u, const config_upstream *conf);
+#define SLUICE_CAPABILITIES_HEADER "Sluice-Capabilities"
+#define SLUICE_CAPABILITIES "delta=sluice-bsz,vcdiff,dcz"
 /* The registry host[:port] of an upstream URL ("https://r.io:443/x" -> "r.io:443"). */
 void upstream_host_of(const char *url, char *out, size_t outlen);
 

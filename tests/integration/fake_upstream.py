@@ -28,6 +28,8 @@
 # whole upstream is failing); other global modes answer 404 for them.
 #   drop      a GET without Range gets headers for the full body, `drop_after`
 #             bytes, then a close; a GET with Range is served correctly (resume)
+# garbage_deltas: poses as a parent Sluice (Sluice-Capabilities on every
+# answer) and answers blob GETs that carry A-IM with 226 and junk bytes.
 # Auth: with "auth" set every /v2/ request needs "Authorization: Bearer <t>" for
 # a token issued by GET /token (Basic username:password, service=test,
 # scope=repository:REPO:pull); otherwise 401 with a WWW-Authenticate Bearer
@@ -89,6 +91,8 @@ class Handler(BaseHTTPRequestHandler):
         rec["status"] = status
         self.send_response(status)
         hdrs = {"Content-Length": str(len(body)), "Docker-Distribution-Api-Version": "registry/2.0"}
+        if STATE["config"].get("garbage_deltas"):  # pose as a parent Sluice
+            hdrs["Sluice-Capabilities"] = "delta=sluice-bsz,vcdiff,dcz"
         hdrs.update(headers or {})
         for k, v in hdrs.items():
             self.send_header(k, v)
@@ -181,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
     def _serve_bytes(self, rec, data, headers, mode, cfg):
         size = len(data)
         head = self.command == "HEAD"
+        if cfg.get("garbage_deltas"):
+            headers = dict(headers, **{"Sluice-Capabilities": "delta=sluice-bsz,vcdiff,dcz"})
         if mode == "error500":
             return self._oci_error(rec, 500, "UNKNOWN", "injected failure")
         if mode == "stall":
@@ -286,6 +292,10 @@ class Handler(BaseHTTPRequestHandler):
                         return self._serve_bytes(rec, b"", {}, cfg["mode"], cfg)
                     return self._oci_error(rec, 404, "BLOB_UNKNOWN", "blob unknown to registry")
                 mode = cfg["modes"].get(ref, cfg["mode"])
+                if cfg.get("garbage_deltas") and self.headers.get("A-IM"):
+                    junk = hashlib.sha256(data).digest() * 64  # not a delta of anything
+                    return self._send(rec, 226, junk, {"IM": "sluice-bsz", "Docker-Content-Digest": ref,
+                                                       "Delta-Base": self.headers.get("If-None-Match", "")})
                 if cfg.get("redirect_blobs") and self.command == "GET":
                     port = (self.server.server_address[1] if cfg["redirect_blobs"] == "same-host"
                             else STATE["storage_port"])

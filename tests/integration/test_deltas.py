@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import OciLayout, build_artifact, get, push, sha256_digest, wait_until
+from conftest import OciLayout, build_artifact, get, pull, push, sha256_digest, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIR = os.path.join(os.path.dirname(HERE), "data", "modules", "nvme-core")
@@ -138,3 +138,43 @@ def test_delta_not_worth_it_serves_full(versions, sluice_factory, registry):
     r = blob(sl, v2, {"A-IM": "vcdiff", "If-None-Match": f'"{v1}"'})
     assert r.status == 200 and sha256_digest(r.body) == v2
     assert sl.metrics().value("sluice_delta_fallbacks_total") == 1
+
+
+# -- child mode: a Sluice whose upstream is a Sluice -----------------------------------------
+
+def test_child_gets_only_the_delta_from_its_parent(versions, sluice_factory, registry, tmp_path):
+    v2 = versions["2.4.2"]
+    parent = sluice_factory(registry.url, name="parent")
+    child = sluice_factory(parent.url, name="child")
+    pull(child.host, REPO, "2.4.1", str(tmp_path / "dev-v1"))
+    before = child.settled_metrics().value("sluice_upstream_bytes_total")
+    pulled = pull(child.host, REPO, "2.4.2", str(tmp_path / "dev-v2"))
+    m = child.settled_metrics()
+    fetched = m.value("sluice_upstream_bytes_total") - before
+    size = os.path.getsize(NEW)
+    assert m.value("sluice_parent_deltas_applied_total") == 1
+    assert fetched < 0.25 * size, f"child fetched {fetched} bytes for a {size}-byte layer"
+    # what the device got is the exact layer
+    layer = tmp_path / "dev-v2" / "blobs" / "sha256" / v2.split(":")[1]
+    assert sha256_digest(layer.read_bytes()) == v2
+    assert pulled
+
+
+def test_child_rejects_a_corrupt_delta_and_falls_back(fake_upstream, sluice_factory):
+    fake = fake_upstream
+    old, new = open(OLD, "rb").read(), open(NEW, "rb").read()
+    v1 = fake.add_image(REPO, "2.4.1", [old])
+    v2 = fake.add_image(REPO, "2.4.2", [new])
+    fake.configure(garbage_deltas=True)
+    child = sluice_factory(fake.url, name="child")
+    for tag, img in (("2.4.1", v1), ("2.4.2", v2)):
+        assert get(child.host, f"/v2/{REPO}/manifests/{tag}",
+                   {"Accept": "application/vnd.oci.image.manifest.v1+json"}).status == 200
+    r = blob(child, v1["layers"][0])
+    assert r.status == 200 and sha256_digest(r.body) == v1["layers"][0]
+    r = blob(child, v2["layers"][0])
+    assert r.status == 200 and sha256_digest(r.body) == v2["layers"][0]
+    m = child.settled_metrics()
+    assert m.value("sluice_parent_deltas_rejected_total") == 1
+    gets = fake.requests("GET", rf"/v2/{REPO}/blobs/{v2['layers'][0]}")
+    assert len(gets) == 2, gets  # the delta ask, then the whole blob
