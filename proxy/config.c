@@ -411,6 +411,9 @@ static const key_spec delta_keys[] = {
     {"max_wait", V_DURATION, SRV(delta_max_wait), 0, UINT_MAX,
      "a duration: seconds, or a number with an s/m/h/d suffix"},
     {"workers", V_COUNT, SRV(delta_workers), 0, WORKERS_MAX, "a number of threads from 0 to 1024"},
+    {"precompute", V_COUNT, SRV(delta_precompute), 0, 16, "a number of versions from 0 to 16"},
+    {"precompute_scopes", V_OPT_STRING, SRV(delta_precompute_scopes), 0, 0,
+     "registry[/repository] scopes, separated by blanks"},
     {NULL, V_STRING, 0, 0, 0, NULL},
 };
 
@@ -624,6 +627,7 @@ void config_free(config *cfg)
     free(cfg->trusted_root);
     free(cfg->module_certs);
     free(cfg->module_scopes);
+    free(cfg->delta_precompute_scopes);
     for (unsigned i = 0; i < cfg->n_upstreams; i++) {
         config_upstream *u = &cfg->upstreams[i];
         free(u->name);

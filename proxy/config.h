@@ -57,9 +57,11 @@ typedef struct {
     char *module_certs;  /* blank-separated certificate files for kernel-module signatures */
     char *module_scopes; /* blank-separated scopes whose kernel modules must be signed */
 
-    unsigned delta_max_percent; /* largest delta served, % of the target, default 80 */
-    unsigned delta_max_wait;    /* seconds a client waits for a delta, default 10 */
-    unsigned delta_workers;     /* delta threads, 0 = one per core (default) */
+    unsigned delta_max_percent;    /* largest delta served, % of the target, default 80 */
+    unsigned delta_max_wait;       /* seconds a client waits for a delta, default 10 */
+    unsigned delta_workers;        /* delta threads, 0 = one per core (default) */
+    unsigned delta_precompute;     /* earlier versions to precompute deltas from, default 0 */
+    char *delta_precompute_scopes; /* blank-separated registry[/repo] scopes; NULL = all */
 
     config_upstream upstreams[CONFIG_MAX_UPSTREAMS];
     unsigned n_upstreams; /* upstreams[0] is the default when its name is "" */

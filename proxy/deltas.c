@@ -346,6 +346,16 @@ deltas_state deltas_find(deltas *x, const delta_want *want, const uint8_t target
     return st;
 }
 
+void deltas_precompute(deltas *x, const uint8_t base[32], const uint8_t target[32])
+{
+    delta_want want = {.codecs = WANT_ZSTD | WANT_VCDIFF | WANT_BSZ,
+                       .zstd_max_window_log = DELTA_DCZ_WINDOW_LOG};
+    memcpy(want.base, base, 32);
+    lookup l = look(x, &want, target);
+    if (l.missing)
+        start(x, &want, target, l.missing, NULL);
+}
+
 void deltas_cancel(deltas *x, pending_waiter *w)
 {
     pending_cancel(x->table, w);

@@ -77,6 +77,9 @@ int deltas_wanted(const struct evkeyvalq *headers, delta_want *want);
 deltas_state deltas_find(deltas *x, const delta_want *want, const uint8_t target[32],
                          uint64_t target_size, pending_waiter *w, delta_choice *out);
 void deltas_cancel(deltas *x, pending_waiter *w);
+/* Starts computing every codec's delta from base to target (both COMPLETE)
+ * unless cached or under way; nobody waits. Any thread. */
+void deltas_precompute(deltas *x, const uint8_t base[32], const uint8_t target[32]);
 
 /* The IM / Content-Encoding token of a codec on the wire. */
 const char *deltas_wire_name(delta_codec codec);

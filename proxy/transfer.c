@@ -22,6 +22,7 @@
 
 #include "blobs.h"
 #include "delta.h"
+#include "deltas.h"
 #include "log.h"
 #include "metrics.h"
 #include "verify.h"
@@ -193,6 +194,7 @@ static void start_blob_upstream(transfer *t, uint64_t offset);
 static void job_blob_finish_now(cache *c, transfer *t);
 static int find_base(cache *c, transfer *t, uint8_t base[32]);
 static void start_blob_delta(transfer *t, const uint8_t base[32]);
+static void precompute_deltas(cache *c, transfer *t);
 
 /* Hashes the chunks an earlier run left in a PARTIAL blob. Returns the
  * offset to resume from; *whole is set when every byte is there already. */
@@ -326,6 +328,7 @@ static void job_blob_finish_now(cache *c, transfer *t)
     if (ok && cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
         set_state(t, T_DONE, UPSTREAM_OK, NULL);
         transfer_enforce_quota(c, t->d);
+        precompute_deltas(c, t);
     } else {
         cache_blob_delete(c, t->digest);
         set_state(t, T_FAILED, UPSTREAM_BAD_RESPONSE,
@@ -518,15 +521,33 @@ static int first_ref(void *arg, const uint8_t manifest[32])
     return 1;
 }
 
-/* An earlier version of the target layer this cache holds whole: the layer
- * with the same title (else position and media type) in the repository's
- * other tagged manifests (delta_select_bases). Writer thread. */
-static int find_base(cache *c, transfer *t, uint8_t base[32])
+/* Takes the picked layer (and any other copy of its digest) out of set. */
+static void drop_layer(layer_set *set, const uint8_t digest[32])
+{
+    for (size_t i = 0; i < set->n;) {
+        if (memcmp(set->layers[i].digest, digest, 32) != 0) {
+            i++;
+            continue;
+        }
+        set->n--;
+        set->layers[i] = set->layers[set->n];
+        memcpy(set->titles[i], set->titles[set->n], sizeof(set->titles[0]));
+        memcpy(set->types[i], set->types[set->n], sizeof(set->types[0]));
+        set->layers[i].title = set->layers[i].title ? set->titles[i] : NULL;
+        set->layers[i].media_type = set->types[i];
+    }
+}
+
+/* Up to max earlier versions of the target layer that this cache holds
+ * whole, best first: the layers with the same title (else position and
+ * media type) in the repository's other tagged manifests
+ * (delta_select_bases). Not on an event loop. */
+static size_t find_bases(cache *c, transfer *t, uint8_t (*bases)[32], size_t max)
 {
     cache_snapshot *s = cache_snapshot_new(c);
     uint8_t manifest[32];
     layer_set *target = calloc(1, sizeof(*target)), *earlier = calloc(1, sizeof(*earlier));
-    int found = 0;
+    size_t found = 0;
     if (s && target && earlier &&
         cache_ref_list(s, t->repo_key, t->digest, first_ref, manifest) > 0) {
         json_t *doc = load_manifest(s, manifest);
@@ -534,14 +555,17 @@ static int find_base(cache *c, transfer *t, uint8_t base[32])
         json_decref(doc);
         tag_walk w = {s, t->repo_key, manifest, earlier};
         cache_tag_list(s, t->repo_key, NULL, 0, add_tagged, &w);
-        long pick = -1;
-        if (target->n)
+        while (target->n && found < max && earlier->n) {
+            long pick = -1;
             delta_select_bases(target->layers, 1, earlier->layers, earlier->n, &pick);
-        cache_blob_info info;
-        if (pick >= 0 && cache_blob_stat(s, earlier->layers[pick].digest, &info) == CACHE_OK &&
-            info.state == CACHE_BLOB_COMPLETE) {
-            memcpy(base, earlier->layers[pick].digest, 32);
-            found = 1;
+            if (pick < 0)
+                break;
+            uint8_t d[32];
+            memcpy(d, earlier->layers[pick].digest, 32);
+            cache_blob_info info;
+            if (cache_blob_stat(s, d, &info) == CACHE_OK && info.state == CACHE_BLOB_COMPLETE)
+                memcpy(bases[found++], d, 32);
+            drop_layer(earlier, d);
         }
     }
     free(target);
@@ -549,6 +573,42 @@ static int find_base(cache *c, transfer *t, uint8_t base[32])
     if (s)
         cache_snapshot_unref(s);
     return found;
+}
+
+static int find_base(cache *c, transfer *t, uint8_t base[32])
+{
+    return find_bases(c, t, (uint8_t(*)[32])base, 1) == 1;
+}
+
+static int in_scopes(const char *scopes, const char *repo_key)
+{
+    if (!scopes || !*scopes)
+        return 1;
+    char *copy = strdup(scopes), *save = NULL;
+    int yes = 0;
+    for (char *w = copy ? strtok_r(copy, " \t", &save) : NULL; w && !yes;
+         w = strtok_r(NULL, " \t", &save)) {
+        size_t n = strlen(w);
+        yes = strncmp(repo_key, w, n) == 0 && (repo_key[n] == 0 || repo_key[n] == '/');
+    }
+    free(copy);
+    return yes;
+}
+
+/* A new version arrived whole: compute deltas from the versions before it
+ * now, on the delta workers, so that devices asking later get them at once. */
+static void precompute_deltas(cache *c, transfer *t)
+{
+    const config *cfg = t->d->cfg;
+    if (!cfg->delta_precompute || !in_scopes(cfg->delta_precompute_scopes, t->repo_key))
+        return;
+    uint8_t(*bases)[32] = calloc(cfg->delta_precompute, 32);
+    if (!bases)
+        return;
+    size_t n = find_bases(c, t, bases, cfg->delta_precompute);
+    for (size_t i = 0; i < n; i++)
+        deltas_precompute(t->d->deltas, bases[i], t->digest);
+    free(bases);
 }
 
 static void delta_on_headers(void *arg, const upstream_response *resp)
@@ -642,8 +702,6 @@ static int apply_parent_delta(cache *c, transfer *t)
     free(base);
     return rc;
 }
-
-static void start_blob_upstream(transfer *t, uint64_t offset);
 
 /* The whole blob after all: forget what the delta attempt wrote. */
 static void fall_back_to_full(cache *c, transfer *t)

@@ -178,3 +178,19 @@ def test_child_rejects_a_corrupt_delta_and_falls_back(fake_upstream, sluice_fact
     assert m.value("sluice_parent_deltas_rejected_total") == 1
     gets = fake.requests("GET", rf"/v2/{REPO}/blobs/{v2['layers'][0]}")
     assert len(gets) == 2, gets  # the delta ask, then the whole blob
+
+
+def test_precompute_when_a_new_version_arrives(versions, sluice_factory, registry, tmp_path):
+    v1, v2 = versions["2.4.1"], versions["2.4.2"]
+    sl = sluice_factory(registry.url, config=f"[upstream]\nurl = {registry.url}\n"
+                                             "[delta]\nprecompute = 1\n")
+    pull(sl.host, REPO, "2.4.1", str(tmp_path / "p1"))
+    pull(sl.host, REPO, "2.4.2", str(tmp_path / "p2"))  # no delta asked: plain pulls
+    wait_until(lambda: sl.metrics().value("sluice_deltas_computed_total") >= 1, 30,
+               what="a precomputed delta")
+    computed = sl.metrics().value("sluice_deltas_computed_total")
+    r = blob(sl, v2, {"A-IM": "sluice-bsz, vcdiff", "If-None-Match": f'"{v1}"'})
+    assert r.status == 226 and r.header("im") == "sluice-bsz"
+    m = sl.metrics()
+    assert m.value("sluice_delta_cache_hits_total") >= 1
+    assert m.value("sluice_deltas_computed_total") == computed  # nothing computed on request
