@@ -1318,6 +1318,26 @@ cache_status cache_blob_delete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN])
     return run_write(c, delete_op, &a);
 }
 
+/* Checks the state and deletes in one transaction, so a blob another
+ * writer completed in between is never lost. */
+static int abort_op(cache *c, MDB_txn *txn, void *arg)
+{
+    blob_arg *a = arg;
+    blob_meta m;
+    int rc = txn_meta(c, txn, a->digest, &m);
+    if (rc != 0)
+        return rc;
+    return m.state == CACHE_BLOB_COMPLETE ? W_NOCHANGE : txn_del_blob(c, txn, a->digest, &m);
+}
+
+cache_status cache_blob_abort(cache *c, const uint8_t digest[CACHE_DIGEST_LEN])
+{
+    if (c == NULL || digest == NULL)
+        return CACHE_INVALID;
+    blob_arg a = {.digest = digest};
+    return run_write(c, abort_op, &a);
+}
+
 /* ---- blob verification ---- */
 
 typedef struct {

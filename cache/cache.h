@@ -143,6 +143,11 @@ cache_status cache_blob_append_chunks(cache *c, const uint8_t digest[CACHE_DIGES
 cache_status cache_blob_complete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN], uint64_t size);
 /* Removes a blob (either state) and all its chunks. CACHE_NOTFOUND if absent. */
 cache_status cache_blob_delete(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);
+/* Removes a PARTIAL blob and its chunks (a failed or restarted write); a
+ * COMPLETE blob under the digest — another writer (a seed, another
+ * transfer) finished it meanwhile — is left alone, CACHE_OK either way.
+ * CACHE_NOTFOUND if absent. */
+cache_status cache_blob_abort(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);
 /* Re-reads a COMPLETE blob and checks its SHA-256 (CPU and I/O heavy: not on
  * an event loop). CACHE_CORRUPT if it does not match. */
 cache_status cache_blob_verify(cache *c, const uint8_t digest[CACHE_DIGEST_LEN]);

@@ -58,7 +58,7 @@ int blobs_store(cache *c, const uint8_t digest[32], const void *data, size_t len
     for (size_t at = 0; at < len; at += CACHE_CHUNK_SIZE, i++) {
         size_t n = len - at < CACHE_CHUNK_SIZE ? len - at : CACHE_CHUNK_SIZE;
         if (cache_blob_append(c, digest, i, (const char *)data + at, n) != CACHE_OK) {
-            cache_blob_delete(c, digest);
+            cache_blob_abort(c, digest);
             return -1;
         }
     }

@@ -6,215 +6,37 @@
  * only the pages a codec touches are read). The base's SHA-256, which the
  * dcz header carries and which apply checks, is computed with OpenSSL's EVP
  * API. Output goes to a temporary file created next to the destination
- * (same directory, so the final rename is atomic); the codec streams into it
- * through a buffered sink, then the file is fsync'd, renamed over the
- * destination and the directory fsync'd. On any error the temporary file is
- * removed, so a failed or interrupted run never leaves a partial output
- * under the destination's name. When stderr is a terminal and an input is
- * large, a progress line is redrawn in place.
+ * (same directory, so the final rename is atomic; cli_file.h); the codec
+ * streams into it through a buffered sink, then the file is fsync'd, renamed
+ * over the destination and the directory fsync'd. On any error the temporary
+ * file is removed, so a failed or interrupted run never leaves a partial
+ * output under the destination's name. When stderr is a terminal and an
+ * input is large, a progress line is redrawn in place.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
+#include "cli_file.h"
 #include "cmd_delta.h"
 #include "delta.h"
 
 /* Inputs at least this large get a progress line on a terminal. */
 #define PROGRESS_MIN ((uint64_t)8 << 20)
-#define WRITE_BUF (1u << 20)
+#define CMD "delta"
 
-/* ---- input files ---- */
-
-typedef struct {
-    const char *path;
-    const uint8_t *p;
-    size_t len;
-} mapped;
-
-static int map_file(const char *path, mapped *m)
-{
-    m->path = path;
-    m->p = NULL;
-    m->len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fprintf(stderr, "sluice delta: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    int rc = -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "sluice delta: %s: not a regular file\n", path);
-    } else if (st.st_size == 0) {
-        m->p = (const uint8_t *)"";
-        rc = 0;
-    } else {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) {
-            fprintf(stderr, "sluice delta: %s: mmap: %s\n", path, strerror(errno));
-        } else {
-            m->p = p;
-            m->len = (size_t)st.st_size;
-            rc = 0;
-        }
-    }
-    close(fd);
-    return rc;
-}
-
-static void unmap_file(mapped *m)
-{
-    if (m->len > 0)
-        munmap((void *)m->p, m->len);
-    m->len = 0;
-}
-
-static int sha256(const mapped *m, uint8_t out[DELTA_SHA256_LEN])
+static int sha256(const cli_mapped *m, uint8_t out[DELTA_SHA256_LEN])
 {
     unsigned int n = 0;
     if (EVP_Digest(m->p, m->len, out, &n, EVP_sha256(), NULL) != 1 || n != DELTA_SHA256_LEN) {
         fprintf(stderr, "sluice delta: SHA-256 failed\n");
         return -1;
     }
-    return 0;
-}
-
-/* ---- atomic output ---- */
-
-typedef struct {
-    const char *dest;
-    char tmp[PATH_MAX];
-    int fd;
-    uint8_t *buf;
-    size_t len;
-    int failed_errno;
-} out_file;
-
-static int out_open(out_file *o, const char *dest)
-{
-    memset(o, 0, sizeof *o);
-    o->dest = dest;
-    o->fd = -1;
-    char copy[PATH_MAX];
-    if (snprintf(copy, sizeof copy, "%s", dest) >= (int)sizeof copy) {
-        fprintf(stderr, "sluice delta: %s: path too long\n", dest);
-        return -1;
-    }
-    char *base = basename(copy);
-    char dircopy[PATH_MAX];
-    snprintf(dircopy, sizeof dircopy, "%s", dest);
-    const char *dir = dirname(dircopy);
-    if (snprintf(o->tmp, sizeof o->tmp, "%s/.%s.XXXXXX", dir, base) >= (int)sizeof o->tmp) {
-        fprintf(stderr, "sluice delta: %s: path too long\n", dest);
-        return -1;
-    }
-    o->buf = malloc(WRITE_BUF);
-    o->fd = o->buf ? mkostemp(o->tmp, O_CLOEXEC) : -1;
-    if (o->fd < 0) {
-        fprintf(stderr, "sluice delta: cannot create a file next to %s: %s\n", dest,
-                strerror(errno));
-        free(o->buf);
-        o->buf = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int out_flush(out_file *o)
-{
-    if (o->len > 0 && write_all(o->fd, o->buf, o->len) != 0) {
-        o->failed_errno = errno;
-        return -1;
-    }
-    o->len = 0;
-    return 0;
-}
-
-/* The delta_write_fn: buffers and writes to the temporary file. */
-static int out_sink(void *arg, const void *p, size_t n)
-{
-    out_file *o = arg;
-    if (o->len + n > WRITE_BUF && out_flush(o) != 0)
-        return -1;
-    if (n >= WRITE_BUF) {
-        if (write_all(o->fd, p, n) != 0) {
-            o->failed_errno = errno;
-            return -1;
-        }
-        return 0;
-    }
-    memcpy(o->buf + o->len, p, n);
-    o->len += n;
-    return 0;
-}
-
-static void out_abort(out_file *o)
-{
-    if (o->fd >= 0) {
-        close(o->fd);
-        unlink(o->tmp);
-    }
-    o->fd = -1;
-    free(o->buf);
-    o->buf = NULL;
-}
-
-static int fsync_dir(const char *dest)
-{
-    char copy[PATH_MAX];
-    snprintf(copy, sizeof copy, "%s", dest);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Flushes, fsyncs and renames the temporary file into place. */
-static int out_commit(out_file *o)
-{
-    if (out_flush(o) != 0 || fchmod(o->fd, 0644) != 0 || fsync(o->fd) != 0) {
-        fprintf(stderr, "sluice delta: writing %s: %s\n", o->dest,
-                strerror(o->failed_errno ? o->failed_errno : errno));
-        out_abort(o);
-        return -1;
-    }
-    close(o->fd);
-    o->fd = -1;
-    free(o->buf);
-    o->buf = NULL;
-    if (rename(o->tmp, o->dest) != 0) {
-        fprintf(stderr, "sluice delta: renaming to %s: %s\n", o->dest, strerror(errno));
-        unlink(o->tmp);
-        return -1;
-    }
-    fsync_dir(o->dest);
     return 0;
 }
 
@@ -366,32 +188,32 @@ static void summary(const char *verb, const char *path, const delta_report *r, s
 
 static int run_create(create_args *a)
 {
-    mapped base, target;
+    cli_mapped base, target;
     uint8_t digest[DELTA_SHA256_LEN];
-    if (map_file(a->from, &base) != 0)
+    if (cli_map_file(CMD, a->from, &base) != 0)
         return 1;
     int rc = 1;
-    if (map_file(a->to, &target) == 0) {
-        out_file o;
+    if (cli_map_file(CMD, a->to, &target) == 0) {
+        cli_out o;
         progress pr;
         a->opt.base_sha256 = digest;
         setup_progress(&a->opt, &pr, "encoding", target.len);
-        if (sha256(&base, digest) == 0 && out_open(&o, a->out) == 0) {
+        if (sha256(&base, digest) == 0 && cli_out_open(&o, CMD, a->out) == 0) {
             delta_report r;
             delta_status st = delta_encode(a->codec, base.p, base.len, target.p, target.len,
-                                           &a->opt, out_sink, &o, &r);
+                                           &a->opt, cli_out_write, &o, &r);
             end_progress(&a->opt);
             if (st != DELTA_OK) {
                 fprintf(stderr, "sluice delta: %s\n", r.msg[0] ? r.msg : delta_strerror(st));
-                out_abort(&o);
-            } else if (out_commit(&o) == 0) {
+                cli_out_abort(&o);
+            } else if (cli_out_commit(&o) == 0) {
                 summary("wrote", a->out, &r, target.len);
                 rc = 0;
             }
         }
-        unmap_file(&target);
+        cli_unmap_file(&target);
     }
-    unmap_file(&base);
+    cli_unmap_file(&base);
     return rc;
 }
 
@@ -437,32 +259,32 @@ static int parse_apply(int argc, char **argv, apply_args *a)
 
 static int run_apply(apply_args *a)
 {
-    mapped base, delta;
+    cli_mapped base, delta;
     uint8_t digest[DELTA_SHA256_LEN];
-    if (map_file(a->from, &base) != 0)
+    if (cli_map_file(CMD, a->from, &base) != 0)
         return 1;
     int rc = 1;
-    if (map_file(a->delta, &delta) == 0) {
-        out_file o;
+    if (cli_map_file(CMD, a->delta, &delta) == 0) {
+        cli_out o;
         progress pr;
         a->opt.base_sha256 = digest;
         setup_progress(&a->opt, &pr, "applying", base.len);
-        if (sha256(&base, digest) == 0 && out_open(&o, a->out) == 0) {
+        if (sha256(&base, digest) == 0 && cli_out_open(&o, CMD, a->out) == 0) {
             delta_report r;
             delta_status st =
-                delta_decode(base.p, base.len, delta.p, delta.len, &a->opt, out_sink, &o, &r);
+                delta_decode(base.p, base.len, delta.p, delta.len, &a->opt, cli_out_write, &o, &r);
             end_progress(&a->opt);
             if (st != DELTA_OK) {
                 fprintf(stderr, "sluice delta: %s: %s\n", a->delta,
                         r.msg[0] ? r.msg : delta_strerror(st));
-                out_abort(&o);
-            } else if (out_commit(&o) == 0) {
+                cli_out_abort(&o);
+            } else if (cli_out_commit(&o) == 0) {
                 rc = 0;
             }
         }
-        unmap_file(&delta);
+        cli_unmap_file(&delta);
     }
-    unmap_file(&base);
+    cli_unmap_file(&base);
     return rc;
 }
 

@@ -1,5 +1,16 @@
 /*
- * cmd_verify.c — `sluice verify`, the offline file-based checks of verify/:
+ * cmd_verify.c — `sluice verify`: the daemon's decision for a reference, and
+ * the offline file-based checks of verify/:
+ *
+ *   sluice verify [--config FILE] [--cache DIR] [--upstream URL]
+ *                 [--policy FILE] [--trusted-root ROOT.json] [--offline]
+ *                 [REGISTRY/]REPO:TAG | [REGISTRY/]REPO@sha256:HEX
+ *       Reference: parsed here, decided by cmd_verify_ref.c exactly as
+ *       `sluice serve` with that configuration would, with the daemon's
+ *       code (trust.c): the
+ *       scope that matched, the signatures found and how each fares, then
+ *       the verdict. Gathered signatures are cached like the daemon caches
+ *       them; --offline decides from the cache alone.
  *
  *   sluice verify --file MODULE.ko [--cert CERT.pem ...]
  *       Kernel module: says whether the blob is a module, prints vermagic,
@@ -56,6 +67,8 @@ typedef struct {
     size_t ncerts, nsigs, nbundles;
     int allow_no_tlog;
     long long now;
+    int time_given;
+    verify_ref_opts ref; /* REF mode: ref.ref is the positional argument */
 } options;
 
 /* ---- small helpers ---- */
@@ -63,7 +76,10 @@ typedef struct {
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: sluice verify --file MODULE.ko [--cert CERT.pem ...]\n"
+            "usage: sluice verify [--config FILE] [--cache DIR] [--upstream URL] [--policy FILE]\n"
+            "                     [--trusted-root ROOT.json] [--offline]\n"
+            "                     [REGISTRY/]REPO:TAG | [REGISTRY/]REPO@sha256:HEX\n"
+            "       sluice verify --file MODULE.ko [--cert CERT.pem ...]\n"
             "       sluice verify --policy POLICY.json [--trusted-root ROOT.json]\n"
             "                     --image-ref REGISTRY/REPO[:TAG]\n"
             "                     (--manifest-digest sha256:HEX | --manifest FILE)\n"
@@ -162,6 +178,10 @@ static int parse_options(int argc, char **argv, options *o)
                                          {"issuer", required_argument, NULL, 'O'},
                                          {"time", required_argument, NULL, 't'},
                                          {"allow-no-tlog", no_argument, NULL, 'T'},
+                                         {"config", required_argument, NULL, 'C'},
+                                         {"cache", required_argument, NULL, 'K'},
+                                         {"upstream", required_argument, NULL, 'U'},
+                                         {"offline", no_argument, NULL, 'F'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
@@ -217,6 +237,19 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case 't':
             rc = parse_time(optarg, &o->now);
+            o->time_given = 1;
+            break;
+        case 'C':
+            o->ref.config_path = optarg;
+            break;
+        case 'K':
+            o->ref.cache_dir = optarg;
+            break;
+        case 'U':
+            o->ref.upstream = optarg;
+            break;
+        case 'F':
+            o->ref.offline = 1;
             break;
         case 'T':
             o->allow_no_tlog = 1;
@@ -228,6 +261,8 @@ static int parse_options(int argc, char **argv, options *o)
             return usage();
         }
     }
+    if (rc == 0 && optind < argc)
+        o->ref.ref = argv[optind++];
     if (rc == 0 && optind < argc)
         return fail("unexpected argument \"%s\"%s", argv[optind], "");
     return rc;
@@ -501,12 +536,52 @@ static int verify_image_cmd(const options *o)
     return rc;
 }
 
+/* ---- REF: the daemon's decision ---- */
+
+static int daemon_options(const options *o)
+{
+    return o->ref.config_path != NULL || o->ref.cache_dir != NULL || o->ref.upstream != NULL ||
+           o->ref.offline;
+}
+
+static int file_options(const options *o)
+{
+    return o->file != NULL || o->image_ref != NULL || o->manifest_digest != NULL ||
+           o->manifest != NULL || o->sig_dir != NULL || o->artifact != NULL ||
+           o->artifact_digest != NULL || o->key != NULL || o->identity != NULL ||
+           o->issuer != NULL || o->ncerts > 0 || o->nsigs > 0 || o->nbundles > 0 ||
+           o->allow_no_tlog || o->time_given;
+}
+
+static int ref_args(options *o, verify_ref_opts *ref)
+{
+    if (ref == NULL)
+        return fail("%s: deciding a REF is `sluice verify REF`'s job%s", o->ref.ref, "");
+    if (file_options(o))
+        return fail("a REF (%s) is decided from the cache and the upstream: the file options "
+                    "do not apply%s",
+                    o->ref.ref, "");
+    *ref = o->ref;
+    ref->policy = o->policy;
+    ref->trusted_root = o->trusted_root;
+    return CMD_VERIFY_REF;
+}
+
 int cmd_verify(int argc, char **argv)
+{
+    return cmd_verify_args(argc, argv, NULL);
+}
+
+int cmd_verify_args(int argc, char **argv, verify_ref_opts *ref)
 {
     options o;
     int rc = parse_options(argc, argv, &o);
     if (rc != 0)
         return rc;
+    if (o.ref.ref != NULL)
+        return ref_args(&o, ref);
+    if (daemon_options(&o))
+        return fail("--config, --cache, --upstream and --offline go with a REF%s%s", "", "");
     if (o.file != NULL)
         return verify_module(&o);
     if (o.policy != NULL)

@@ -4,6 +4,14 @@
  *   sluice serve [--config FILE] [--listen ADDR:PORT] [--upstream URL]
  *                [--cache DIR] [--workers N] [--tag-ttl DURATION]
  *                [--tls-cert FILE --tls-key FILE] [--ca-file FILE] [--no-sync]
+ *   sluice seed   [--cache DIR] [--config FILE] [--repo [REGISTRY/]REPO] [--no-pin] PATH...
+ *   sluice export [--cache DIR] [--config FILE] [--zstd] [--deltas-from REF] -o BUNDLE REF...
+ *   sluice gc     [--cache DIR] [--config FILE] [--max-size SIZE]
+ *   sluice stat   [--cache DIR] [--config FILE] [--json] [--verify]
+ *   sluice fetch  [--have DIR] [--all-platforms] [--insecure] [--cacert FILE] -o OUTDIR
+ *                 URL/REPO:TAG|URL/REPO@sha256:HEX
+ *   sluice verify [--config FILE] [--cache DIR] [--upstream URL] [--policy FILE] [--offline] REF
+ *                 (and the file forms: see cmd_verify.c)
  *   sluice version
  *
  * Options override the config file key by key through config_set, so a bad
@@ -14,7 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_cache.h"
+#include "cmd_export.h"
+#include "cmd_seed.h"
 #include "cmd_delta.h"
+#include "cmd_fetch.h"
 #include "cmd_verify.h"
 #include "config.h"
 #include "server.h"
@@ -28,8 +40,14 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  serve     run the caching OCI registry proxy\n"
-            "  verify    check a kernel module, cosign signatures or a Sigstore bundle offline\n"
+            "  verify    decide REF under the trust policy as serve would; or check a kernel\n"
+            "            module, cosign signatures or a Sigstore bundle offline\n"
             "  delta     create or apply a binary delta between two files (zstd/dcz, vcdiff, bsz)\n"
+            "  fetch     fetch an image into an OCI layout, as deltas from the version held\n"
+            "  seed      import OCI layouts or layout tarballs into the cache (offline sites)\n"
+            "  export    write cached artifacts, signatures and deltas as a layout tarball\n"
+            "  gc        evict least-recently-used unpinned content down to max_size\n"
+            "  stat      print cache size, pinned size, objects, hit ratio, bytes served\n"
             "  version   print the version\n"
             "\n"
             "serve options (override the config file):\n"
@@ -137,9 +155,19 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
-        return cmd_verify(argc - 1, argv + 1);
+        return cmd_verify_main(argc - 1, argv + 1);
     if (strcmp(cmd, "delta") == 0)
         return cmd_delta(argc - 1, argv + 1);
+    if (strcmp(cmd, "fetch") == 0)
+        return cmd_fetch(argc - 1, argv + 1);
+    if (strcmp(cmd, "seed") == 0)
+        return cmd_seed(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return cmd_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "gc") == 0)
+        return cmd_gc(argc - 1, argv + 1);
+    if (strcmp(cmd, "stat") == 0)
+        return cmd_stat(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

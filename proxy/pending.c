@@ -116,6 +116,20 @@ pending_state pending_ask(pending_table *t, const char *key, pending_waiter *w, 
     return st;
 }
 
+int pending_peek(pending_table *t, const char *key, int *result, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&t->mu);
+    entry *e = t->closed ? NULL : find(t, key);
+    int decided = e && e->decided;
+    if (decided) {
+        *result = e->result;
+        if (why)
+            snprintf(why, whylen, "%s", e->why);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return decided;
+}
+
 void pending_decide(pending_table *t, const char *key, uint64_t generation, int result,
                     const char *why)
 {

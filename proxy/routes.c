@@ -861,6 +861,28 @@ static void blob_miss(reqctx *c)
     wait_on_transfer(c, t, whole_first ? blob_fill_wake : blob_pump);
 }
 
+/* ---------- access times (least-recently-used eviction) ---------- */
+
+#define TOUCH_EVERY 60 /* seconds: at most one access-time write per blob per minute */
+
+static void job_touch(cache *cache, void *arg)
+{
+    cache_touch(cache, arg, (uint64_t)time(NULL));
+    free(arg);
+}
+
+static void touch_if_stale(reqctx *c, const cache_blob_info *info)
+{
+    uint64_t now = (uint64_t)time(NULL);
+    if (now < info->accessed + TOUCH_EVERY)
+        return;
+    uint8_t *digest = malloc(32);
+    if (!digest)
+        return;
+    memcpy(digest, c->r.digest, 32);
+    writer_submit(c->w->d->writer, job_touch, digest);
+}
+
 /* ---------- deltas ---------- */
 
 static void send_delta(reqctx *c, const delta_choice *ch, uint64_t target_size)
@@ -1039,7 +1061,10 @@ static void serve_blob(reqctx *c)
             return;
         }
         unwatch_close(c);
-        if (blob_trusted(c, 1) != 1 || delta_path(c, &info))
+        if (blob_trusted(c, 1) != 1)
+            return;
+        touch_if_stale(c, &info);
+        if (delta_path(c, &info))
             return;
         METRIC_ADD(cache_hits[KIND_BLOB], 1);
         if (!c->cache_result)

@@ -254,14 +254,13 @@ static uint64_t now_value(atomic_uint_fast64_t *v)
 /* What the metrics gained since the last flush; remembers the new totals. */
 static cache_counters counters_since(server *s)
 {
-    cache_counters now = {
-        .hits = now_value(&g_metrics.cache_hits[KIND_BLOB]) +
-                now_value(&g_metrics.cache_hits[KIND_MANIFEST]),
-        .misses = now_value(&g_metrics.cache_misses[KIND_BLOB]) +
-                  now_value(&g_metrics.cache_misses[KIND_MANIFEST]),
-        .bytes_served = now_value(&g_metrics.bytes_served),
-        .bytes_upstream = now_value(&g_metrics.upstream_bytes),
-        .bytes_saved_deltas = now_value(&g_metrics.delta_bytes_saved)};
+    cache_counters now = {.hits = now_value(&g_metrics.cache_hits[KIND_BLOB]) +
+                                  now_value(&g_metrics.cache_hits[KIND_MANIFEST]),
+                          .misses = now_value(&g_metrics.cache_misses[KIND_BLOB]) +
+                                    now_value(&g_metrics.cache_misses[KIND_MANIFEST]),
+                          .bytes_served = now_value(&g_metrics.bytes_served),
+                          .bytes_upstream = now_value(&g_metrics.upstream_bytes),
+                          .bytes_saved_deltas = now_value(&g_metrics.delta_bytes_saved)};
     cache_counters delta = {.hits = now.hits - s->flushed.hits,
                             .misses = now.misses - s->flushed.misses,
                             .bytes_served = now.bytes_served - s->flushed.bytes_served,

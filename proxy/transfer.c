@@ -249,7 +249,7 @@ static void job_blob_begin(cache *c, void *arg)
                       : complete     ? complete_size(c, t)
                                      : resume_partial(c, t, &whole);
     if (st == CACHE_OK && offset == 0 && !complete) { /* unusable leftovers: start over */
-        cache_blob_delete(c, t->digest);
+        cache_blob_abort(c, t->digest);
         st = cache_blob_begin(c, t->digest, &complete);
     }
     if (st != CACHE_OK)
@@ -330,7 +330,7 @@ static void job_blob_finish_now(cache *c, transfer *t)
         transfer_enforce_quota(c, t->d);
         precompute_deltas(c, t);
     } else {
-        cache_blob_delete(c, t->digest);
+        cache_blob_abort(c, t->digest);
         set_state(t, T_FAILED, UPSTREAM_BAD_RESPONSE,
                   t->write_failed ? "cache write failed"
                                   : "upstream sent bytes that do not match the digest");
@@ -708,7 +708,7 @@ static void fall_back_to_full(cache *c, transfer *t)
 {
     int complete = 0;
     METRIC_ADD(parent_deltas_rejected, 1);
-    cache_blob_delete(c, t->digest);
+    cache_blob_abort(c, t->digest);
     verify_hasher_reset(t->hasher);
     pthread_mutex_lock(&t->mu);
     t->delta_mode = 0;

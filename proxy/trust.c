@@ -11,7 +11,15 @@
  * fetched, and falling back to the cache when the upstream cannot answer;
  * then it asks verify.h, stores the verdict if the generation is still
  * current, and wakes every waiter, which asks again and now gets the
- * answer from the table.
+ * answer from the table. A question whose verdict is in the table is
+ * answered from it first (pending_peek), before the policy's scope lookup:
+ * the table only holds verdicts of the current policy, so that is the
+ * cached-manifest fast path.
+ *
+ * `sluice verify REF` asks differently: trust_find_manifest and
+ * trust_decide_manifest run the same fetching and evaluation on the
+ * caller's thread, without the table, and report what they found through
+ * a note callback (job.note; NULL for the daemon's jobs).
  *
  * Manifest verdicts: the manifest's own signatures (.sig layers, Sigstore
  * bundles among its referrers); failing those, when asked by digest, an
@@ -25,6 +33,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +89,8 @@ typedef struct job {
     char tag[OCI_TAG_MAX + 1];
     int has_tag;
     uint8_t digest[32];
+    trust_note_fn note; /* sluice verify: hears the explanation; NULL in the daemon */
+    void *note_arg;
 } job;
 
 /* ---------- policy references ---------- */
@@ -501,6 +512,87 @@ static void gather_bundles(trust *t, const job *j, const uint8_t digest[32], evi
     json_array_foreach(json_object_get(doc, "manifests"), i, desc) add_bundle(t, j, ev, desc);
 }
 
+/* ---------- explaining (sluice verify) ---------- */
+
+static void notef(const job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void notef(const job *j, const char *fmt, ...)
+{
+    if (!j->note)
+        return;
+    char line[2 * VERIFY_TEXT_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    j->note(j->note_arg, line);
+}
+
+/* How one signature (or bundle) fares on its own: verify.h's verdict for it
+ * alone, without the "signature 1: " it names a lone signature by. */
+static void alone(const job *j, const verify_image *img, const verify_cosign_sig *sig,
+                  const verify_buf *bundle, char *out, size_t outlen)
+{
+    verify_verdict v = {0};
+    verify_image_evaluate(j->pol->policy, img, sig, sig ? 1 : 0, bundle, bundle ? 1 : 0,
+                          (int64_t)time(NULL), &v);
+    const char *text = v.text, *lone = sig ? "signature 1: " : "bundle 1: ";
+    if (strncmp(text, lone, strlen(lone)) == 0)
+        text += strlen(lone);
+    if (v.allowed)
+        snprintf(out, outlen, "accepted");
+    else
+        snprintf(out, outlen, "rejected (%s): %s", verify_reason_name(v.reason), text);
+}
+
+static void explain_sig(const job *j, const verify_image *img, const verify_cosign_sig *s, size_t i)
+{
+    char fate[VERIFY_TEXT_MAX + 64], err[256];
+    size_t n = strlen(VERIFY_SIMPLESIGNING_MEDIA_TYPE);
+    if (s->media_type && (s->media_type_len != n ||
+                          memcmp(s->media_type, VERIFY_SIMPLESIGNING_MEDIA_TYPE, n) != 0)) {
+        notef(j, "signature %zu: a %.*s layer, not a signature: ignored", i + 1,
+              (int)s->media_type_len, s->media_type);
+        return;
+    }
+    verify_payload pl;
+    alone(j, img, s, NULL, fate, sizeof(fate));
+    const char *by = s->certificate ? "certificate" : "key";
+    const char *set = s->rekor_bundle ? " with a Rekor SET" : "";
+    if (verify_payload_parse(s->payload, s->payload_len, &pl, err, sizeof(err)) != 0)
+        notef(j, "signature %zu: by %s%s, unreadable payload (%s): %s", i + 1, by, set, err, fate);
+    else
+        notef(j, "signature %zu: by %s%s, signs %s as %s: %s", i + 1, by, set, pl.manifest_digest,
+              pl.docker_reference, fate);
+}
+
+static void explain_bundle(const job *j, const verify_image *img, const verify_buf *b, size_t i)
+{
+    char fate[VERIFY_TEXT_MAX + 64];
+    json_t *doc = json_loadb((const char *)b->data, b->len, 0, NULL);
+    const char *mt = json_string_value(json_object_get(doc, "mediaType"));
+    alone(j, img, NULL, b, fate, sizeof(fate));
+    notef(j, "bundle %zu: %s, %zu bytes: %s", i + 1, mt ? mt : "no mediaType", b->len, fate);
+    json_decref(doc);
+}
+
+/* What was found for img and how each piece fares on its own. */
+static void explain(const job *j, const verify_image *img, const evidence *ev)
+{
+    char hex[VERIFY_DIGEST_TEXT_LEN];
+    verify_digest_format(img->manifest_digest, hex);
+    if (ev->nsigs)
+        notef(j, "manifest %s: %zu layer%s in its cosign tag sha256-%s.sig", hex, ev->nsigs,
+              ev->nsigs == 1 ? "" : "s", hex + 7);
+    else
+        notef(j, "manifest %s: no cosign tag sha256-%s.sig (or no layer in it)", hex, hex + 7);
+    notef(j, "manifest %s: %zu Sigstore bundle%s among its referrers", hex, ev->nbundles,
+          ev->nbundles == 1 ? "" : "s");
+    for (size_t i = 0; i < ev->nsigs; i++)
+        explain_sig(j, img, &ev->sigs[i], i);
+    for (size_t i = 0; i < ev->nbundles; i++)
+        explain_bundle(j, img, &ev->bundles[i], i);
+}
+
 /* ---------- verdicts ---------- */
 
 static int is_evidence_type(const char *mt)
@@ -552,6 +644,8 @@ static int evaluate_own(trust *t, const job *j, const uint8_t digest[32], verify
     memcpy(img.manifest_digest, digest, 32);
     int ok = verify_image_evaluate(j->pol->policy, &img, ev.sigs, ev.nsigs, ev.bundles, ev.nbundles,
                                    (int64_t)time(NULL), v);
+    if (j->note)
+        explain(j, &img, &ev);
     evidence_free(&ev);
     return ok;
 }
@@ -728,19 +822,34 @@ static int requirement(policy_ref *p, const config_upstream *up, const char *rep
     return req.accept_anything ? 1 : -1;
 }
 
+static void manifest_key(const config_upstream *up, const char *repo, const char *tag,
+                         const uint8_t digest[32], char *key, size_t keylen)
+{
+    char hex[VERIFY_DIGEST_TEXT_LEN], repo_key[600];
+    verify_digest_format(digest, hex);
+    transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
+    snprintf(key, keylen, "m|%s|%s|%s", repo_key, tag ? tag : "@", hex);
+}
+
 trust_state trust_check_manifest(trust *t, const config_upstream *up, const char *repo,
                                  const char *tag, const uint8_t digest[32], pending_waiter *w,
                                  char *why, size_t whylen)
 {
+    char key[700];
+    int allowed = 0;
     policy_ref *p = current_policy(t);
-    int r = is_signature_tag(tag) ? 1 : requirement(p, up, repo, tag, why, whylen);
+    int r = is_signature_tag(tag) || !p->policy ? 1 : -1;
+    if (r < 0) {
+        /* A verdict in the table was made under the current policy, whose
+         * scope for this image then required signatures: it still does. */
+        manifest_key(up, repo, tag, digest, key, sizeof(key));
+        r = pending_peek(t->verdicts, key, &allowed, why, whylen)
+                ? allowed
+                : requirement(p, up, repo, tag, why, whylen);
+    }
     policy_unref(p);
     if (r >= 0)
         return r ? TRUST_ALLOWED : TRUST_DENIED;
-    char hex[VERIFY_DIGEST_TEXT_LEN], key[700], repo_key[600];
-    verify_digest_format(digest, hex);
-    transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
-    snprintf(key, sizeof(key), "m|%s|%s|%s", repo_key, tag ? tag : "@", hex);
     make_args a = {t, JOB_MANIFEST, up, repo, tag, key, digest};
     return ask(t, key, make_job, &a, w, why, whylen);
 }
@@ -814,6 +923,113 @@ trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const cha
             return st;
     }
     return modules ? module_check(t, up, repo, digest, complete, w, why, whylen) : TRUST_BLOB_OK;
+}
+
+/* ---------- deciding on the calling thread (sluice verify) ---------- */
+
+/* The cached tag, while younger than tag_ttl (served without asking). */
+static int fresh_tag(trust *t, const job *j, uint8_t out[32])
+{
+    cache_snapshot *s = cache_snapshot_new(t->d->cache);
+    if (!s)
+        return -1;
+    uint64_t confirmed = 0;
+    const char *mt;
+    const void *body;
+    size_t len;
+    int fresh = cache_tag_get(s, j->repo_key, j->tag, out, &confirmed) == CACHE_OK &&
+                cache_manifest_get(s, out, &mt, &body, &len) == CACHE_OK &&
+                (uint64_t)time(NULL) - confirmed < atomic_load(&t->d->tag_ttl);
+    cache_snapshot_unref(s);
+    return fresh ? 0 : -1;
+}
+
+int trust_find_manifest(trust *t, const config_upstream *up, const char *repo, const char *tag,
+                        uint8_t digest[32])
+{
+    job *j = job_new(t, JOB_MANIFEST, up, repo, tag, digest, "");
+    uint8_t got[32];
+    buf m = {0};
+    int rc = 0;
+    if (tag && fresh_tag(t, j, got) != 0)
+        rc = get_manifest(t, j, tag, NULL, got, &m);
+    else if (!tag && cached_manifest(t, j, NULL, digest, got, &m) != 0)
+        rc = get_manifest(t, j, NULL, digest, got, &m);
+    if (rc == 0)
+        memcpy(digest, got, 32);
+    free(m.data);
+    free(j);
+    return rc;
+}
+
+static const char *scope_name(const verify_requirements *r)
+{
+    return r->is_global_default ? "default" : r->scope[0] ? r->scope : "docker \"\"";
+}
+
+static void note_scope(const job *j, const verify_requirements *r)
+{
+    const char *kinds = r->rejects            ? "reject"
+                        : r->needs_signatures ? "sigstoreSigned"
+                        : r->accept_anything  ? "insecureAcceptAnything"
+                                              : "none";
+    notef(j, "scope: %s (%zu requirement%s; decisive: %s)", scope_name(r), r->count,
+          r->count == 1 ? "" : "s", kinds);
+}
+
+/* Why the policy alone allows tag (NULL: by digest); req is the matched
+ * scope, or NULL when there is no policy. */
+static void allowed_why(const char *tag, const verify_requirements *req, verify_verdict *v)
+{
+    if (is_signature_tag(tag))
+        snprintf(v->text, sizeof(v->text), "%s is a signature artifact's tag: always served", tag);
+    else if (req)
+        snprintf(v->text, sizeof(v->text), "scope %s accepts anything (insecureAcceptAnything)",
+                 scope_name(req));
+    else
+        snprintf(v->text, sizeof(v->text), "no trust policy: accepting anything");
+}
+
+/* The policy's word before signatures, with requirement()'s decision:
+ * 1 allowed, 0 denied, -1 signatures needed. */
+static int decide_by_policy(const job *j, verify_verdict *v)
+{
+    const char *tag = j->has_tag ? j->tag : NULL;
+    verify_requirements req;
+    int named = j->pol->policy &&
+                verify_policy_requirements(j->pol->policy, j->registry, j->repo, tag, &req) == 0;
+    if (named)
+        note_scope(j, &req);
+    char why[2 * VERIFY_TEXT_MAX] = ""; /* room for requirement()'s longest text */
+    int r = is_signature_tag(tag) ? 1 : requirement(j->pol, j->up, j->repo, tag, why, sizeof(why));
+    size_t n = strnlen(why, sizeof(v->text) - 1);
+    memcpy(v->text, why, n);
+    v->text[n] = 0;
+    v->allowed = r == 1;
+    v->reason = r == 1 ? VERIFY_ALLOWED : named ? VERIFY_DENIED_REJECTED : VERIFY_DENIED_MALFORMED;
+    if (r == 1)
+        allowed_why(tag, named ? &req : NULL, v);
+    return r;
+}
+
+trust_state trust_decide_manifest(trust *t, const config_upstream *up, const char *repo,
+                                  const char *tag, const uint8_t digest[32], trust_note_fn note,
+                                  void *note_arg, verify_verdict *out)
+{
+    memset(out, 0, sizeof(*out));
+    job *j = job_new(t, JOB_MANIFEST, up, repo, tag, digest, "");
+    j->pol = current_policy(t);
+    j->note = note;
+    j->note_arg = note_arg;
+    if (decide_by_policy(j, out) < 0) {
+        out->text[0] = 0;
+        evaluate_manifest(t, j, out);
+        if (out->allowed)
+            out->reason = VERIFY_ALLOWED;
+    }
+    policy_unref(j->pol);
+    free(j);
+    return out->allowed ? TRUST_ALLOWED : TRUST_DENIED;
 }
 
 /* ---------- life cycle ---------- */

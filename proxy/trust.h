@@ -27,6 +27,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "pending.h"
+#include "verify.h"
 
 struct event;
 typedef struct trust trust;
@@ -75,5 +76,29 @@ typedef enum {
 trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const char *repo,
                                   const uint8_t digest[32], int complete, pending_waiter *w,
                                   char *why, size_t whylen);
+
+/* Deciding on the calling thread, for `sluice verify REF`. Both functions
+ * block (they wait for the upstream thread like the verifier does): never
+ * call them on an event loop. */
+
+/* Finds manifest `tag` of repo (tag NULL: manifest `digest`) as the daemon's
+ * manifest route does: a cached tag younger than tag_ttl as it is, else the
+ * upstream (what it returns is cached), else the cache. Sets digest. 0 found,
+ * 1 unknown, -1 neither the upstream nor the cache could answer. */
+int trust_find_manifest(trust *t, const config_upstream *up, const char *repo, const char *tag,
+                        uint8_t digest[32]);
+
+/* One line of explanation: the scope that matched, the signatures found and
+ * how each one fares on its own. */
+typedef void (*trust_note_fn)(void *arg, const char *line);
+
+/* trust_check_manifest's decision, made here instead of on the verifier
+ * thread and without the verdict table: the same policy lookup, evidence
+ * gathering (upstream, cache) and verify.h evaluation. Fills *out (reason
+ * and text, allowed or not); ALLOWED or DENIED. note (may be NULL) hears
+ * the explanation. */
+trust_state trust_decide_manifest(trust *t, const config_upstream *up, const char *repo,
+                                  const char *tag, const uint8_t digest[32], trust_note_fn note,
+                                  void *note_arg, verify_verdict *out);
 
 #endif

@@ -14,7 +14,8 @@ import subprocess
 import pytest
 
 from conftest import (OciLayout, build_artifact, build_cosign_signature, generate_p256_key, get,
-                      pull, push, sha256_digest, wait_until, ACCEPT_ALL_MANIFESTS, SkopeoError)
+                      pull, push, sha256_digest, wait_until, ACCEPT_ALL_MANIFESTS, SANITIZER_RE,
+                      SkopeoError)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "data")
@@ -239,3 +240,96 @@ def test_module_signatures_required_in_scope(registry, sluice_factory, tmp_path)
                          capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert bad.returncode == 1, bad.stdout + bad.stderr
+
+
+# -- `sluice verify REF`: the daemon's decision from the command line --------------------------
+
+def verify_ref(binary, *args):
+    """Runs `sluice verify ARGS...`; checks that no sanitizer spoke."""
+    r = subprocess.run([binary, "verify", *args], capture_output=True, text=True, timeout=120)
+    m = SANITIZER_RE.search(r.stderr)
+    assert not m, r.stderr
+    return r
+
+
+def test_verify_ref_says_what_the_daemon_would(site, registry, sluice_bin, tmp_path):
+    pol = site.policy(site.signed_by_key())
+    common = ["--upstream", registry.url, "--cache", str(tmp_path / "vcache"), "--policy", pol]
+    ok = verify_ref(sluice_bin, *common, "drivers/nvme:signed")
+    out = ok.stdout
+    assert ok.returncode == 0, out + ok.stderr
+    md = site.digests[("drivers/nvme", "signed")]["manifest"]["digest"]
+    assert f"digest: {md}" in out
+    assert f"scope: {registry.host}/drivers (1 requirement; decisive: sigstoreSigned)" in out, out
+    assert re.search(r"signature 1: by key, signs sha256:[0-9a-f]{64} as "
+                     + re.escape(f"{registry.host}/drivers/nvme") + ": accepted", out), out
+    assert "verdict: allowed" in out and "reason: allowed" in out, out
+    # by digest, and naming the upstream's host as the registry
+    assert verify_ref(sluice_bin, *common, f"drivers/nvme@{md}").returncode == 0
+    assert verify_ref(sluice_bin, *common, f"{registry.host}/drivers/nvme:signed").returncode == 0
+    # no signature at all (a manifest of its own: "unsigned" shares "otherkey"'s bytes)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(UNSIGNED_MODULE, lone / "nosig.ko")
+    site.publish("drivers/nvme", "nosig", str(lone / "nosig.ko"))
+    no = verify_ref(sluice_bin, *common, "drivers/nvme:nosig")
+    assert no.returncode == 1, no.stdout + no.stderr
+    assert "verdict: denied" in no.stdout and "reason: no-signature" in no.stdout, no.stdout
+    assert "no signature exists" in no.stdout and "no cosign tag sha256-" in no.stdout
+    # signed by a key the policy does not name: the signature is found and rejected
+    other = verify_ref(sluice_bin, *common, "drivers/nvme:otherkey")
+    assert other.returncode == 1
+    assert re.search(r"signature 1: by key, .*: rejected \(bad-signature\)", other.stdout), other.stdout
+    # a valid signature for another manifest
+    wrong = verify_ref(sluice_bin, *common, "drivers/nvme:wrongdigest")
+    assert wrong.returncode == 1 and "reason: digest-mismatch" in wrong.stdout, wrong.stdout
+    # the policy's other scopes
+    anything = verify_ref(sluice_bin, *common, "open/tool:v1")
+    assert anything.returncode == 0 and "insecureAcceptAnything" in anything.stdout
+    rejected = verify_ref(sluice_bin, *common, "elsewhere/thing:v1")
+    assert rejected.returncode == 1 and "reason: rejected-by-policy" in rejected.stdout, rejected.stdout
+    assert "scope: default (1 requirement; decisive: reject)" in rejected.stdout
+    # unknown tag
+    unknown = verify_ref(sluice_bin, *common, "drivers/nvme:nope")
+    assert unknown.returncode == 1 and "reason: manifest-unknown" in unknown.stdout
+
+
+def test_verify_ref_offline_from_the_daemons_cache(site, sluice_factory, registry, sluice_bin):
+    pol = site.policy(site.signed_by_key())
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    assert_denied(manifest(sl, "drivers/nvme", "unsigned"))
+    sl.stop()
+    registry.stop()
+    common = ["--config", os.path.join(sl.dir, "sluice.conf"), "--cache", sl.cache,
+              "--upstream", registry.url, "--offline"]
+    ok = verify_ref(sluice_bin, *common, "drivers/nvme:signed")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "offline" in ok.stdout and ": accepted" in ok.stdout, ok.stdout
+    # "unsigned" carries only a signature by another key; the daemon cached it
+    no = verify_ref(sluice_bin, *common, "drivers/nvme:unsigned")
+    assert no.returncode == 1 and "reason: bad-signature" in no.stdout, no.stdout
+    assert "signature 1: by key" in no.stdout
+    # never fetched by the daemon: not in the cache
+    never = verify_ref(sluice_bin, *common, "drivers/nvme:otherkey")
+    assert never.returncode == 1 and "reason: not-cached" in never.stdout, never.stdout
+
+
+def test_verify_ref_usage_and_config_errors(sluice_bin, registry, tmp_path):
+    bad = tmp_path / "policy.json"
+    bad.write_text('{"default": [{"type": "insecureAcceptAnything", "bogus": 1}]}')
+    common = ["--upstream", registry.url, "--cache", str(tmp_path / "c")]
+    r = verify_ref(sluice_bin, *common, "--policy", str(bad), "drivers/nvme:signed")
+    assert r.returncode == 2 and "policy.json" in r.stderr and "bogus" in r.stderr, r.stderr
+    missing = verify_ref(sluice_bin, *common, "--policy", str(tmp_path / "absent.json"), "a/b:c")
+    assert missing.returncode == 2, missing.stderr
+    for ref in ("drivers/nvme", "drivers/nvme:t@sha256:" + "0" * 64, "Drivers/x:t", "a/b@sha256:12"):
+        r = verify_ref(sluice_bin, *common, ref)
+        assert r.returncode == 2, (ref, r.stdout, r.stderr)
+    # no upstream at all, and offline with no cache
+    assert verify_ref(sluice_bin, "--cache", str(tmp_path / "c"), "a/b:c").returncode == 2
+    r = verify_ref(sluice_bin, *common[:2], "--cache", str(tmp_path / "none"), "--offline", "a/b:c")
+    assert r.returncode == 2 and "no cache" in r.stderr, r.stderr
+    # daemon options without a REF, file options with one
+    assert verify_ref(sluice_bin, "--offline").returncode == 2
+    assert verify_ref(sluice_bin, *common, "--file", "x.ko", "a/b:c").returncode == 2

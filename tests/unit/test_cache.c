@@ -1431,6 +1431,61 @@ static void test_check(void **state)
     free(data);
 }
 
+/* abort removes a PARTIAL blob but never one another writer completed. */
+static void test_blob_abort(void **state)
+{
+    fixture *f = *state;
+    uint8_t p[CACHE_DIGEST_LEN], d[CACHE_DIGEST_LEN], none[CACHE_DIGEST_LEN];
+    digest_of_label("aborted", p);
+    digest_of_label("never there", none);
+    assert_int_equal(cache_blob_begin(f->c, p, NULL), CACHE_OK);
+    assert_int_equal(cache_blob_append(f->c, p, 0, "abc", 3), CACHE_OK);
+    store_blob(f->c, (const uint8_t *)"finished by someone", 19, d);
+    assert_int_equal(cache_blob_abort(f->c, p), CACHE_OK);
+    assert_false(blob_exists(f->c, p));
+    assert_int_equal(cache_blob_abort(f->c, d), CACHE_OK);
+    check_blob(f->c, d, (const uint8_t *)"finished by someone", 19);
+    assert_int_equal(cache_blob_abort(f->c, none), CACHE_NOTFOUND);
+    cache_stats st;
+    assert_int_equal(cache_stat(f->c, &st), CACHE_OK);
+    assert_int_equal(st.partial_blobs, 0);
+    assert_int_equal(st.blobs, 1);
+}
+
+static void test_append_chunks(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 3 * CACHE_CHUNK_SIZE + 123;
+    uint8_t *data = make_bytes(n, 91);
+    uint8_t d[CACHE_DIGEST_LEN];
+    sha256(data, n, d);
+    assert_int_equal(cache_blob_begin(f->c, d, NULL), CACHE_OK);
+    /* two chunks in one transaction, then the rest (a short last chunk) */
+    assert_int_equal(cache_blob_append_chunks(f->c, d, 0, data, 2 * CACHE_CHUNK_SIZE), CACHE_OK);
+    assert_int_equal(cache_blob_append_chunks(f->c, d, 1, data, CACHE_CHUNK_SIZE), CACHE_INVALID);
+    assert_int_equal(
+        cache_blob_append_chunks(f->c, d, 2, data + 2 * CACHE_CHUNK_SIZE, n - 2 * CACHE_CHUNK_SIZE),
+        CACHE_OK);
+    assert_int_equal(cache_blob_complete(f->c, d, n), CACHE_OK);
+    check_blob(f->c, d, data, n);
+    assert_int_equal(cache_blob_verify(f->c, d), CACHE_OK);
+    /* a bad piece in the middle appends none of the batch */
+    uint8_t e[CACHE_DIGEST_LEN];
+    digest_of_label("all or none", e);
+    assert_int_equal(cache_blob_begin(f->c, e, NULL), CACHE_OK);
+    assert_int_equal(cache_blob_append(f->c, e, 0, data, 10), CACHE_OK); /* short: the last */
+    assert_int_equal(cache_blob_append_chunks(f->c, e, 1, data, 2 * CACHE_CHUNK_SIZE),
+                     CACHE_INVALID);
+    assert_int_equal(cache_blob_append_chunks(f->c, e, 0, data, CACHE_APPEND_MAX + 1),
+                     CACHE_INVALID);
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    cache_blob_info info;
+    assert_int_equal(cache_blob_stat(s, e, &info), CACHE_OK);
+    assert_int_equal(info.size, 10);
+    cache_snapshot_unref(s);
+    free(data);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -1476,6 +1531,8 @@ int main(void)
         T(test_totals_rebuilt),
         T(test_old_store_opens),
         T(test_check),
+        T(test_blob_abort),
+        T(test_append_chunks),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
