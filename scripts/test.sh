@@ -23,16 +23,26 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 ninja -C build-asan
 
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+
 echo "== unit tests"
-meson test -C build-asan --suite unit --print-errorlogs
+meson test -C build-asan --suite unit --print-errorlogs | tee "$LOGS/unit"
 
 echo "== integration tests"
 export SLUICE_BIN="$ROOT/build-asan/proxy/sluice"
-/usr/bin/python3 -m pytest -q tests/integration ${PYTEST_ARGS:-}
+/usr/bin/python3 -m pytest -q tests/integration ${PYTEST_ARGS:-} | tee "$LOGS/integration"
 
 echo "== fuzz targets (clang, libFuzzer)"
 if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Db_lundef=false >/dev/null
 fi
 ninja -C build-fuzz
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}" | tee "$LOGS/fuzz"
+
+# One closing line over everything (each stage above already stopped the run
+# on a failure): unit suites, integration tests and fuzz targets.
+unit=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$LOGS/unit")
+integration=$(grep -Eo '[0-9]+ passed' "$LOGS/integration" | tail -1 | cut -d' ' -f1)
+fuzz=$(grep -c '^-- fuzz_' "$LOGS/fuzz" || true)
+echo "tests: $((unit + integration + fuzz)) passed, 0 failed"
