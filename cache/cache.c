@@ -710,10 +710,28 @@ static int env_configure(cache *c, const cache_options *o)
     return rc;
 }
 
+/* mkdir -p: the directory and any missing parents. 0 or an errno. */
+static int make_dirs(const char *dir)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return errno;
+        *p = '/';
+    }
+    return mkdir(buf, 0750) != 0 && errno != EEXIST ? errno : 0;
+}
+
 static int env_open(cache *c, const char *dir, const cache_options *o)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return errno;
+    int made = make_dirs(dir);
+    if (made != 0)
+        return made;
     int rc = env_configure(c, o);
     unsigned flags = MDB_NOTLS | (o->no_sync ? MDB_NOSYNC : 0);
     if (rc == 0)

@@ -76,7 +76,8 @@ typedef struct {
     int no_sync;          /* nonzero: MDB_NOSYNC (tests only; loses durability) */
 } cache_options;
 
-/* Opens (creating if needed) the store in directory dir. */
+/* Opens (creating if needed) the store in directory dir, creating the
+ * directory and its missing parents. */
 cache_status cache_open(cache **out, const char *dir, const cache_options *opts, char *err,
                         size_t errlen);
 /* Closes the store. Every snapshot must have been released. */

@@ -152,22 +152,6 @@ static int parse_ref(const config *cfg, const char *ref, target *t, char *err, s
 
 /* ---- the daemon's parts ---- */
 
-/* mkdir -p, as `sluice serve` creates its cache directory. */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int open_cache(const config *cfg, cache **out, char *err, size_t errlen)
 {
     char path[4096];
@@ -176,10 +160,6 @@ static int open_cache(const config *cfg, cache **out, char *err, size_t errlen)
     if (cfg->offline && stat(path, &st) != 0) {
         snprintf(err, errlen, "%s: no cache there to decide from offline (%s)", cfg->cache_dir,
                  strerror(errno));
-        return -1;
-    }
-    if (make_dirs(cfg->cache_dir) != 0) {
-        snprintf(err, errlen, "cache: cannot create %s: %s", cfg->cache_dir, strerror(errno));
         return -1;
     }
     cache_options opts = {.map_size = cfg->map_size, .no_sync = !cfg->sync};

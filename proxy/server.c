@@ -397,28 +397,9 @@ static void teardown(server *s)
 
 /* ---------- run ---------- */
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int open_cache(server *s, char *err, size_t errlen)
 {
     const config *cfg = s->d.cfg;
-    if (mkdir_p(cfg->cache_dir) != 0) {
-        snprintf(err, errlen, "cache: cannot create %s: %s", cfg->cache_dir, strerror(errno));
-        return -1;
-    }
     cache_options opts = {.map_size = cfg->map_size, .no_sync = !cfg->sync};
     char cerr[256] = "";
     if (cache_open(&s->d.cache, cfg->cache_dir, &opts, cerr, sizeof(cerr)) != CACHE_OK) {

@@ -59,7 +59,7 @@ static int setup(void **state)
 
 static void remove_store(const char *dir)
 {
-    char path[128];
+    char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dir);
@@ -174,13 +174,21 @@ static void test_open_close(void **state)
     assert_int_equal(st.tags, 0);
     assert_int_equal(st.map_size, 1ull << 30);
     assert_true(cache_data_fd(f->c) >= 0);
-    /* A missing parent directory is an error with a reason. */
+    /* A directory that cannot be made (its parent is a file) is an error with a
+     * reason; missing parents are created. */
     cache *c = NULL;
-    char err[256] = "";
-    assert_int_equal(cache_open(&c, "/nonexistent-dir-for-sluice/x", NULL, err, sizeof err),
-                     CACHE_IO);
+    char err[256] = "", path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb/x", f->dir);
+    assert_int_equal(cache_open(&c, path, NULL, err, sizeof err), CACHE_IO);
     assert_null(c);
     assert_true(strlen(err) > 0);
+    snprintf(path, sizeof path, "%s/nested/deeper", f->dir);
+    assert_int_equal(cache_open(&c, path, NULL, err, sizeof err), CACHE_OK);
+    cache_close(c);
+    c = NULL;
+    remove_store(path);
+    snprintf(path, sizeof path, "%s/nested", f->dir);
+    rmdir(path);
     assert_int_equal(cache_open(NULL, f->dir, NULL, NULL, 0), CACHE_INVALID);
 }
 
@@ -402,7 +410,7 @@ static void test_verify_detects_corruption(void **state)
     cache_close(f->c);
     f->c = NULL;
 
-    char path[128];
+    char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", f->dir);
     int fd = open(path, O_WRONLY);
     assert_true(fd >= 0);
@@ -1416,7 +1424,7 @@ static void test_check(void **state)
     assert_int_equal(cache_blob_chunk(s, d, 1, &p, &len, &off), CACHE_OK);
     cache_snapshot_unref(s);
     cache_close(f->c);
-    char path[128];
+    char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", f->dir);
     int fd = open(path, O_WRONLY);
     assert_true(fd >= 0);
