@@ -311,9 +311,9 @@ def layout_closure(layout_dir, digest) -> set:
     """All digests reachable from a manifest/index digest in a layout (itself,
     child manifests, configs, layers)."""
     seen = set()
-    todo = [digest]
-    while todo:
-        d = todo.pop()
+    worklist = [digest]
+    while worklist:
+        d = worklist.pop()
         if d in seen:
             continue
         seen.add(d)
@@ -327,8 +327,8 @@ def layout_closure(layout_dir, digest) -> set:
         if not isinstance(doc, dict):
             continue
         if doc.get("mediaType") in (MT_OCI_INDEX, MT_DOCKER_LIST) or "manifests" in doc:
-            todo += [m["digest"] for m in doc.get("manifests", [])]
+            worklist += [m["digest"] for m in doc.get("manifests", [])]
         elif "layers" in doc and "config" in doc:
-            todo.append(doc["config"]["digest"])
-            todo += [l["digest"] for l in doc["layers"]]
+            worklist.append(doc["config"]["digest"])
+            worklist += [l["digest"] for l in doc["layers"]]
     return seen
