@@ -633,9 +633,13 @@ static size_t take_piece(reqctx *c, struct evbuffer *out, uint64_t limit)
     size_t n = CACHE_CHUNK_SIZE - from;
     if (n > want)
         n = (size_t)want;
-    if (!snap || add_chunk_segment(c, out, snap, t->digest, index, from, n) != 0)
-        return 0;
-    return n;
+    if (snap && add_chunk_segment(c, out, snap, t->digest, index, from, n) == 0)
+        return n;
+    /* Evicted since it completed (max_size): the snapshot the writer took
+     * at completion still sees it. Reads through it are serialised by t->mu. */
+    if (t->keep && add_chunk_segment(c, out, t->keep, t->digest, index, from, n) == 0)
+        return n;
+    return 0;
 }
 
 static int start_blob_response(reqctx *c, uint64_t total)

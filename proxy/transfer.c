@@ -113,6 +113,8 @@ void transfer_unref(transfer *t)
         chunk_unref(t->mem[i]);
     if (t->hasher)
         verify_hasher_free(t->hasher);
+    if (t->keep)
+        cache_snapshot_unref(t->keep);
     free(t->body);
     free(t->delta_buf);
     pthread_mutex_destroy(&t->mu);
@@ -225,6 +227,19 @@ static uint64_t resume_partial(cache *c, transfer *t, int *whole)
     return at;
 }
 
+/* The waiters of a blob that just became COMPLETE read it through this
+ * snapshot if eviction (max_size) removes it before they are done. */
+static void keep_snapshot(cache *c, transfer *t)
+{
+    cache_snapshot *s = cache_snapshot_new(c);
+    pthread_mutex_lock(&t->mu);
+    if (!t->keep)
+        t->keep = s;
+    else if (s)
+        cache_snapshot_unref(s);
+    pthread_mutex_unlock(&t->mu);
+}
+
 static uint64_t complete_size(cache *c, transfer *t)
 {
     cache_snapshot *s = cache_snapshot_new(c);
@@ -260,9 +275,10 @@ static void job_blob_begin(cache *c, void *arg)
     if (complete || whole)
         t->total = offset;
     pthread_mutex_unlock(&t->mu);
-    if (complete) /* finished by someone else meanwhile */
+    if (complete) { /* finished by someone else meanwhile */
+        keep_snapshot(c, t);
         set_state(t, T_DONE, UPSTREAM_OK, NULL);
-    else if (whole) /* killed between the last chunk and the digest check */
+    } else if (whole) /* killed between the last chunk and the digest check */
         job_blob_finish_now(c, t);
     else if (!offset && upstream_is_sluice(t->d->upstream, t->up) && find_base(c, t, base))
         start_blob_delta(t, base); /* child mode: only what changed, from the parent */
@@ -326,6 +342,7 @@ static void job_blob_finish_now(cache *c, transfer *t)
             METRIC_ADD(digest_mismatches, 1);
     }
     if (ok && cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
+        keep_snapshot(c, t);
         set_state(t, T_DONE, UPSTREAM_OK, NULL);
         transfer_enforce_quota(c, t->d);
         precompute_deltas(c, t);
@@ -730,6 +747,7 @@ static void job_apply_delta(cache *c, void *arg)
         if (memcmp(got, t->digest, 32) == 0 &&
             cache_blob_complete(c, t->digest, t->received) == CACHE_OK) {
             METRIC_ADD(parent_deltas_applied, 1);
+            keep_snapshot(c, t);
             pthread_mutex_lock(&t->mu);
             t->total = t->received;
             pthread_mutex_unlock(&t->mu);

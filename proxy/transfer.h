@@ -97,7 +97,9 @@ typedef struct transfer {
     size_t body_len;
     char media_type[128];
     transfer_waiter *waiters;
-    void *hasher; /* writer-thread state (verify_hasher*) */
+    void *hasher;         /* writer-thread state (verify_hasher*) */
+    cache_snapshot *keep; /* taken when the blob became COMPLETE: its waiters can
+                             still read it if eviction removes it meanwhile */
     /* child mode: the target asked of a parent Sluice as a delta */
     int delta_mode; /* the parent answered 226: delta_buf holds the delta */
     int delta_bad;  /* too large or cut: fall back to the full blob */
