@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "seed.h"
+#include "transfer.h"
 
 #define MAX_SIGS 64
 #define ANN_REF_NAME "org.opencontainers.image.ref.name"
@@ -575,41 +576,17 @@ static int store_blobs(layout *l, entry *e)
     return rc;
 }
 
-/* The referrer descriptor the daemon stores (proxy/transfer.c). */
-static char *referrer_descriptor(const node *n, size_t len, json_t *root)
-{
-    char hex[VERIFY_DIGEST_TEXT_LEN];
-    verify_digest_format(n->digest, hex);
-    json_t *d = json_pack("{s:s, s:s, s:I}", "mediaType", n->media_type, "digest", hex, "size",
-                          (json_int_t)len);
-    json_t *at = json_object_get(root, "artifactType");
-    if (!json_is_string(at))
-        at = json_object_get(json_object_get(root, "config"), "mediaType");
-    if (json_is_string(at))
-        json_object_set(d, "artifactType", at);
-    json_t *ann = json_object_get(root, "annotations");
-    if (json_is_object(ann))
-        json_object_set(d, "annotations", ann);
-    char *text = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
-    return text;
-}
-
 static int put_referrer(seed_ctx *x, const node *n, const uint8_t *body, size_t len)
 {
     json_t *root = json_loadb((const char *)body, len, 0, NULL);
-    json_t *subj = json_object_get(root, "subject");
     uint8_t subject[32];
-    uint64_t sz;
-    const char *why;
-    int rc = 0;
-    if (json_is_object(subj) && parse_desc(subj, subject, &sz, &why) == 0) {
-        char *desc = referrer_descriptor(n, len, root);
-        rc = desc && cache_referrer_put(x->c, subject, n->digest, desc, strlen(desc)) == CACHE_OK
+    /* the same descriptor the daemon stores for what it fetches */
+    char *desc =
+        root ? transfer_referrer_descriptor(root, n->digest, n->media_type, len, subject) : NULL;
+    int rc = !desc || cache_referrer_put(x->c, subject, n->digest, desc, strlen(desc)) == CACHE_OK
                  ? 0
                  : -1;
-        free(desc);
-    }
+    free(desc);
     json_decref(root);
     return rc;
 }

@@ -817,8 +817,8 @@ static void start_blob(transfer *t)
 
 /* The referrer descriptor of a manifest that has a `subject`, as JSON text
  * (malloc'd), or NULL when it has none. */
-static char *referrer_descriptor(json_t *root, const uint8_t digest[32], const char *media_type,
-                                 size_t len, uint8_t subject[32])
+char *transfer_referrer_descriptor(json_t *root, const uint8_t digest[32], const char *media_type,
+                                   size_t len, uint8_t subject[32])
 {
     json_t *subj = json_object_get(root, "subject");
     const char *sd = json_string_value(json_object_get(subj, "digest"));
@@ -873,7 +873,7 @@ cache_status transfer_store_manifest(cache *c, const char *repo_key, const char 
     if (root && st == CACHE_OK) {
         put_refs(c, repo_key, root, digest);
         uint8_t subject[32];
-        char *desc = referrer_descriptor(root, digest, media_type, len, subject);
+        char *desc = transfer_referrer_descriptor(root, digest, media_type, len, subject);
         if (desc)
             cache_referrer_put(c, subject, digest, desc, strlen(desc));
         free(desc);

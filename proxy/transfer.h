@@ -148,6 +148,13 @@ cache_status transfer_store_manifest(cache *c, const char *repo_key, const char 
  * set), after a write that grew the cache. Not on an event loop. */
 void transfer_enforce_quota(cache *c, const daemon_ctx *d);
 
+/* The referrer descriptor (JSON text, malloc'd) of manifest `digest` when
+ * root (its parsed body) has a `subject`, whose digest goes to subject;
+ * NULL when it has none. Shared by the daemon and `sluice seed`. */
+struct json_t;
+char *transfer_referrer_descriptor(struct json_t *root, const uint8_t digest[32],
+                                   const char *media_type, size_t len, uint8_t subject[32]);
+
 /* The key under which tags of spec's repository are cached. */
 void transfer_repo_key(const config_upstream *up, const char *repo, char *out, size_t outlen);
 
