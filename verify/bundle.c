@@ -372,6 +372,19 @@ static void tentry_clear(tentry *e)
     vbytes_clear(&e->body);
 }
 
+/* An int64 field of a protobuf-JSON message: a number or a decimal string;
+ * absent means 0, since protobuf JSON leaves out fields at their default
+ * (the first entry of a log has no "logIndex"). */
+static int proto_int64(const json_t *msg, const char *key, int64_t *out)
+{
+    const json_t *v = json_object_get(msg, key);
+    if (v == NULL) {
+        *out = 0;
+        return 0;
+    }
+    return vjson_int64(v, out);
+}
+
 static int parse_entry(const json_t *j, tentry *e, vfail *f)
 {
     memset(e, 0, sizeof *e);
@@ -384,7 +397,7 @@ static int parse_entry(const json_t *j, tentry *e, vfail *f)
     e->body_b64 = e->version != NULL ? vjson_str(j, "canonicalizedBody", "tlogEntry", f) : NULL;
     if (e->body_b64 == NULL || vb64_decode(e->body_b64, strlen(e->body_b64), &e->body, f) != 0)
         return -1;
-    if (vjson_int64(json_object_get(j, "logIndex"), &e->log_index) != 0 || e->log_index < 0)
+    if (proto_int64(j, "logIndex", &e->log_index) != 0 || e->log_index < 0)
         return vfail_set(f, VERIFY_DENIED_TLOG, "tlog entry has a missing or negative log index");
     const json_t *it = json_object_get(j, "integratedTime");
     if (it != NULL && (vjson_int64(it, &e->integrated_time) != 0 || e->integrated_time < 0))
@@ -443,6 +456,8 @@ static int verify_promise(const tentry *e, const vlog *log, pbundle *b, vfail *f
 static int proof_hashes(const json_t *arr, vbytes *h, size_t *n, vfail *f)
 {
     *n = 0;
+    if (arr == NULL) /* protobuf JSON: an empty list is left out */
+        return 0;
     if (!json_is_array(arr) || json_array_size(arr) > 64)
         return vfail_set(f, VERIFY_DENIED_TLOG, "inclusion proof hashes malformed");
     for (size_t i = 0; i < json_array_size(arr); i++) {
@@ -475,8 +490,8 @@ static int verify_proof(const tentry *e, const vlog *log, vfail *f)
     const json_t *cp = json_object_get(p, "checkpoint");
     const char *note = json_string_value(json_object_get(cp, "envelope"));
     int rc = -1;
-    if (vjson_int64(json_object_get(p, "logIndex"), &index) != 0 ||
-        vjson_int64(json_object_get(p, "treeSize"), &size) != 0 || note == NULL) {
+    if (proto_int64(p, "logIndex", &index) != 0 || proto_int64(p, "treeSize", &size) != 0 ||
+        note == NULL) {
         vfail_set(f, VERIFY_DENIED_TLOG, "inclusion proof without index, size or checkpoint");
     } else if (vjson_b64(p, "rootHash", "inclusionProof", &root, f) == 0 && root.n == 32 &&
                proof_hashes(json_object_get(p, "hashes"), hashes, &nh, f) == 0) {
@@ -545,9 +560,8 @@ static bool duplicate_entry(const json_t *a, const json_t *c)
     const json_t *ia = json_object_get(json_object_get(a, "logId"), "keyId");
     const json_t *ic = json_object_get(json_object_get(c, "logId"), "keyId");
     int64_t xa, xc;
-    return json_equal((json_t *)ia, (json_t *)ic) &&
-           vjson_int64(json_object_get(a, "logIndex"), &xa) == 0 &&
-           vjson_int64(json_object_get(c, "logIndex"), &xc) == 0 && xa == xc;
+    return json_equal((json_t *)ia, (json_t *)ic) && proto_int64(a, "logIndex", &xa) == 0 &&
+           proto_int64(c, "logIndex", &xc) == 0 && xa == xc;
 }
 
 static int verify_tlog(pbundle *b, const vtrust *t, vfail *f)

@@ -22,7 +22,9 @@
  * One accepted signature satisfies a sigstoreSigned requirement; when none
  * is, the verdict gives the reason of each rejected signature. Bundles go
  * through bundle.c with the requirement's trust material and the manifest
- * digest as artifact; the matching in-toto subject name is the identity.
+ * digest as artifact; the matching in-toto subject's name is the signed
+ * identity, and a subject without a name (what cosign v3 writes) claims
+ * the image being evaluated, by the tag or digest it was asked by.
  */
 #include "vpolicy.h"
 
@@ -353,12 +355,19 @@ static int accept_bundle(const verify_policy *p, const vreq *r, const vref *imag
     free(rt.logs);
     if (rc != 0)
         return -1;
-    if (!out.is_dsse || out.subject_name[0] == '\0')
+    if (!out.is_dsse)
         return vfail_set(f, VERIFY_DENIED_IDENTITY,
-                         "bundle names no image (not an in-toto statement with a subject name)");
-    if (!videntity_matches(&r->identity, image, out.subject_name))
+                         "bundle names no image (a message signature, not an in-toto statement)");
+    /* cosign v3 names no subject: the bundle claims the image it hangs from */
+    char claimed[VERIFY_REF_MAX + 300];
+    if (out.subject_name[0] != '\0')
+        snprintf(claimed, sizeof claimed, "%s", out.subject_name);
+    else
+        vref_string(image, claimed, sizeof claimed);
+    if (!videntity_matches(&r->identity, image, claimed))
         return vfail_set(f, VERIFY_DENIED_IDENTITY,
-                         "bundle for identity \"%s\" is not accepted for %s", out.subject_name,
+                         "bundle for identity \"%s\"%s is not accepted for %s", claimed,
+                         out.subject_name[0] ? "" : " (no subject name: the image itself)",
                          image->name);
     return 0;
 }

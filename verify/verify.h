@@ -261,8 +261,11 @@ int verify_policy_requirements(const verify_policy *p, const char *registry, con
  *     must satisfy signedIdentity.
  *   - bundles (v0.1-v0.3): a DSSE envelope with an in-toto statement whose
  *     subject has this manifest's sha256; the subject name is the signed
- *     identity. Verified as in section 7 with the requirement's keys / CA
- *     and Rekor keys (plus the trusted root of verify_policy_options).
+ *     identity, and a subject without a name (cosign v3 writes none: the
+ *     bundle is attached to the image it signs) claims the image itself,
+ *     as requested (by tag or by digest). Verified as in section 7 with the
+ *     requirement's keys / CA and Rekor keys (plus the trusted root of
+ *     verify_policy_options).
  * The result depends only on the arguments, so callers cache it keyed by
  * (manifest digest, tag, verify_policy_hash); with keyless signatures it
  * does not depend on `now` (Rekor time is used), PKI chains do.

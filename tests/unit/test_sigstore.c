@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -798,6 +799,79 @@ static void test_image_with_bundle(void **state)
     free(bundle);
 }
 
+/* Keyless bundles made by sigstore-js against its mock Fulcio and Rekor
+ * (data/sigstore/sigstore-js-mock/PROVENANCE.md). Two things real bundles
+ * do that the verifier once refused: cosign v3 writes no subject name in
+ * its statement (the image the bundle is attached to is the identity), and
+ * protobuf JSON leaves out zero values, so the inclusion proof of the first
+ * entry of a log has no "logIndex" (nor "hashes"). */
+#define JSM "data/sigstore/sigstore-js-mock/"
+#define JSM_DIGEST "sha256:1f652fe1e485225bbe82b54d58dcceb6a0677d6d572fe1d9008995224df96ff6"
+
+static verify_policy *mock_policy(const char *email, const char *issuer, const char *identity)
+{
+    char json[2048];
+    snprintf(
+        json, sizeof json,
+        "{\"default\":[{\"type\":\"reject\"}],\"transports\":{\"docker\":{\"registry.example\":"
+        "[{\"type\":\"sigstoreSigned\",\"fulcio\":{\"caPath\":\"" JSM "fulcio-root.pem\","
+        "\"oidcIssuer\":\"%s\",\"subjectEmail\":\"%s\"},\"rekorPublicKeyPath\":\"" JSM
+        "rekor.pub.pem\"%s}]}}}",
+        issuer, email, identity);
+    return policy(json);
+}
+
+static verify_reason eval_mock(const verify_policy *p, const char *bundle_file, const char *repo,
+                               const char *tag, int64_t now)
+{
+    char path[256];
+    size_t bl;
+    snprintf(path, sizeof path, JSM "%s", bundle_file);
+    char *bundle = slurp(path, &bl);
+    assert_non_null(bundle);
+    verify_buf buf = {(uint8_t *)bundle, bl};
+    verify_image img = {"registry.example", repo, tag, {0}};
+    verify_digest_parse(JSM_DIGEST, strlen(JSM_DIGEST), img.manifest_digest);
+    verify_verdict v;
+    int ok = verify_image_evaluate(p, &img, NULL, 0, &buf, 1, now, &v);
+    assert_int_equal(ok, v.allowed);
+    free(bundle);
+    return v.reason;
+}
+
+static void test_mock_keyless_bundles(void **state)
+{
+    (void)state;
+    static const char *const V3 = "cosign-v3-style.sigstore.json";
+    static const char *const NAMED = "named-subject.sigstore.json";
+    const char *E = "builder@vendor.example", *I = "https://issuer.vendor.example";
+    verify_policy *p = mock_policy(E, I, "");
+    /* no subject name: the image itself, by tag or by digest, at any time (the
+     * certificate lived ten minutes; signing time is Rekor's) */
+    assert_int_equal(eval_mock(p, V3, "drivers/nvme", "v1", (int64_t)time(NULL)), VERIFY_ALLOWED);
+    assert_int_equal(eval_mock(p, V3, "drivers/nvme", NULL, 4102444800), VERIFY_ALLOWED);
+    /* a named subject is the signed identity: a bare repository is not an exact reference */
+    assert_int_equal(eval_mock(p, NAMED, "drivers/nvme", "v1", NOW), VERIFY_DENIED_IDENTITY);
+    verify_policy_free(p);
+    p = mock_policy(E, I, ",\"signedIdentity\":{\"type\":\"matchRepository\"}");
+    assert_int_equal(eval_mock(p, NAMED, "drivers/nvme", "v1", NOW), VERIFY_ALLOWED);
+    assert_int_equal(eval_mock(p, NAMED, "drivers/other", "v1", NOW), VERIFY_DENIED_IDENTITY);
+    assert_int_equal(eval_mock(p, V3, "drivers/other", "v1", NOW), VERIFY_ALLOWED);
+    verify_policy_free(p);
+    p = mock_policy(E, I,
+                    ",\"signedIdentity\":{\"type\":\"exactRepository\",\"dockerRepository\":"
+                    "\"registry.example/drivers/other\"}");
+    assert_int_equal(eval_mock(p, V3, "drivers/nvme", "v1", NOW), VERIFY_DENIED_IDENTITY);
+    assert_int_equal(eval_mock(p, V3, "drivers/other", "v1", NOW), VERIFY_ALLOWED);
+    verify_policy_free(p);
+    p = mock_policy("someone@vendor.example", I, "");
+    assert_int_equal(eval_mock(p, V3, "drivers/nvme", "v1", NOW), VERIFY_DENIED_CERT_IDENTITY);
+    verify_policy_free(p);
+    p = mock_policy(E, "https://accounts.example", "");
+    assert_int_equal(eval_mock(p, V3, "drivers/nvme", "v1", NOW), VERIFY_DENIED_CERT_IDENTITY);
+    verify_policy_free(p);
+}
+
 /* ---- one policy, many threads ---- */
 
 typedef struct {
@@ -856,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_public_key_validity),
         cmocka_unit_test(test_bundle_malformed),
         cmocka_unit_test(test_image_with_bundle),
+        cmocka_unit_test(test_mock_keyless_bundles),
         cmocka_unit_test(test_concurrent_evaluation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
