@@ -7,7 +7,14 @@
 # container without an init system that start fails or is skipped. A
 # policy-rc.d that denies service starts keeps the install from failing and
 # keeps a stray registry off port 5000 (tests start their own).
+#
+# Then the npm packages of the keyless-bundle test signer
+# (tests/integration/sigstore_signer: @sigstore/sign, @sigstore/mock), with
+# `npm ci` from its package-lock.json, only when its node_modules is missing
+# or was installed from another lock file. npm comes from Debian's `npm`
+# package when no npm is on PATH (a NodeSource nodejs brings its own).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential meson ninja-build pkg-config clang clang-format
@@ -20,11 +27,27 @@ PACKAGES=(
   wrk nginx-light hyperfine lmdb-utils time
 )
 
+SIGNER=tests/integration/sigstore_signer
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+
+npm_install() {
+  local stamp="$SIGNER/node_modules/.sluice-lock.sha256"
+  local want
+  want=$(sha256sum "$SIGNER/package-lock.json" | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  (cd "$SIGNER" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  npm_install
+  exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -47,3 +70,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
   $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
+
+npm_install

@@ -644,8 +644,9 @@ static int verify_identity(const pbundle *b, const vtrust *t, vbundle_out *out, 
         return vfail_set(f, VERIFY_DENIED_CERT_IDENTITY,
                          "certificate identity \"%s\" is not \"%s\"", out->san, t->want_san);
     if (t->want_email != NULL && !vcert_has_email(b->leaf, t->want_email))
-        return vfail_set(f, VERIFY_DENIED_CERT_IDENTITY, "required email %s not in certificate",
-                         t->want_email);
+        return vfail_set(f, VERIFY_DENIED_CERT_IDENTITY,
+                         "required email %s not in certificate (issued to \"%s\")", t->want_email,
+                         out->san);
     return 0;
 }
 

@@ -2,7 +2,7 @@
 # artifact, cosign-style signature), plus the skopeo push/pull wrappers used by
 # the integration tests (tests/integration/conftest.py) and by scripts/demo.sh.
 #
-# Only the standard library (json, hashlib, tarfile, gzip) and the skopeo and
+# Only the standard library (json, hashlib, tarfile, gzip, http.client) and the skopeo and
 # openssl programs are used; nothing here talks to anything but 127.0.0.1.
 #
 # Facts checked against Debian 12's skopeo 1.9.3 and docker-registry 2.8.2:
@@ -23,12 +23,14 @@
 import base64
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
 import random
 import subprocess
 import tarfile
+import urllib.parse
 
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -246,6 +248,74 @@ def build_cosign_signature(layout: OciLayout, workdir, private_pem, public_pem, 
     tag = f"sha256-{hexd}.sig"
     layout.tag(mdesc, tag)
     return {"tag": tag, "manifest": mdesc, "payload": payload, "signature_b64": sig_b64}
+
+
+# -- Sigstore bundle as an OCI 1.1 referrer -------------------------------------
+
+MT_SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+
+def build_bundle_referrer(layout: OciLayout, bundle: bytes, subject: dict,
+                          predicate_type="https://sigstore.dev/cosign/sign/v1") -> dict:
+    """The referrer manifest cosign v3 writes for a bundle: artifactType and
+    its one layer the bundle media type, the empty config, `subject` = the
+    signed manifest's descriptor. Returns its descriptor (with artifactType
+    and annotations, as a referrers list gives it)."""
+    cdesc = layout.add_blob(EMPTY_JSON, MT_OCI_EMPTY)
+    ldesc = layout.add_blob(bundle, MT_SIGSTORE_BUNDLE_V03)
+    annotations = {"dev.sigstore.bundle.content": "dsse-envelope",
+                   "dev.sigstore.bundle.predicateType": predicate_type}
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                "artifactType": MT_SIGSTORE_BUNDLE_V03, "config": cdesc, "layers": [ldesc],
+                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")},
+                "annotations": annotations}
+    desc = layout.add_blob(canonical_json(manifest), MT_OCI_MANIFEST)
+    desc.update(artifactType=MT_SIGSTORE_BUNDLE_V03, annotations=annotations)
+    return desc
+
+
+def push_by_api(layout: OciLayout, host, repo, digest, ref=None):
+    """Pushes manifest `digest` of the layout (an index or a manifest, and
+    what it references, children first) with the distribution API over plain
+    http, as cosign and oras attach referrers: blobs by monolithic POST+PUT,
+    manifests by PUT to their digest, or to `ref`. skopeo 1.9.3 cannot push
+    an index whose descriptors carry artifactType unchanged."""
+    body = layout.read_blob(digest)
+    doc = json.loads(body)
+    for child in doc.get("manifests", []):
+        push_by_api(layout, host, repo, child["digest"])
+    for blob in [doc["config"]] + doc["layers"] if "layers" in doc else []:
+        loc = _http(host, "POST", f"/v2/{repo}/blobs/uploads/", b"", None, 202)
+        sep = "&" if "?" in loc else "?"
+        _http(host, "PUT", f"{loc}{sep}digest={blob['digest']}", layout.read_blob(blob["digest"]),
+              "application/octet-stream", 201)
+    _http(host, "PUT", f"/v2/{repo}/manifests/{ref or digest}", body, doc["mediaType"], 201)
+
+
+def _http(host, method, path, body, content_type, want):
+    """One request; asserts the status, returns the Location path."""
+    h, p = host.rsplit(":", 1)
+    conn = http.client.HTTPConnection(h, int(p), timeout=30)
+    try:
+        conn.request(method, path, body, {"Content-Type": content_type} if content_type else {})
+        r = conn.getresponse()
+        text = r.read()
+        assert r.status == want, f"{method} {path}: {r.status} {text[:300]!r}"
+        loc = urllib.parse.urlsplit(r.getheader("Location") or "")
+        return loc.path + ("?" + loc.query if loc.query else "")
+    finally:
+        conn.close()
+
+
+def build_referrers_tag(layout: OciLayout, subject_digest: str, referrers) -> tuple:
+    """The referrers tag schema of the distribution spec, for registries
+    without the referrers API: an image index listing the referrers'
+    descriptors, tagged `sha256-<hex>` of the subject. Returns (tag, desc)."""
+    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": list(referrers)}
+    desc = layout.add_blob(canonical_json(index), MT_OCI_INDEX)
+    tag = "sha256-" + subject_digest.split(":", 1)[1]
+    layout.tag(desc, tag)
+    return tag, desc
 
 
 # -- skopeo ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 # test_trust.py — invariant 2 against real peers: artifacts pushed with skopeo
 # to Debian's docker-registry and signed cosign-style by the openssl CLI (an
 # independent signer), served by Sluice only when its containers-policy.json
-# trust policy allows them; kernel modules signed with `openssl cms` checked
+# trust policy allows them — and keyless Sigstore bundles made by sigstore-js
+# against its mock Fulcio and Rekor (sigstore_signer/), attached as OCI 1.1
+# referrers under the referrers tag; kernel modules signed with `openssl cms` checked
 # against a configured certificate. Everything on 127.0.0.1.
 import json
 import os
@@ -13,7 +15,8 @@ import subprocess
 
 import pytest
 
-from conftest import (OciLayout, build_artifact, build_cosign_signature, generate_p256_key, get,
+from conftest import (OciLayout, build_artifact, build_bundle_referrer, build_cosign_signature,
+                      build_referrers_tag, generate_p256_key, get, push_by_api,
                       pull, push, sha256_digest, wait_until, ACCEPT_ALL_MANIFESTS, SANITIZER_RE,
                       SkopeoError)
 
@@ -187,6 +190,124 @@ def test_bad_policy_is_a_startup_error(sluice_bin, tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "policy.json" in r.stderr and "bogus" in r.stderr, r.stderr
+
+
+# -- keyless Sigstore bundles attached as OCI 1.1 referrers ------------------------------------
+
+SIGNER = os.path.join(HERE, "sigstore_signer")
+EMAIL, ISSUER = "builder@vendor.example", "https://issuer.vendor.example"
+
+
+def sign_keyless(workdir, bundles):
+    """Runs sigstore_signer/sign.js (@sigstore/sign against @sigstore/mock's
+    Fulcio and Rekor, offline) on [{file, digest, email, issuer}]; returns
+    {"bundles": [paths], "fulcio": CA PEM path, "rekor": key PEM path}."""
+    assert os.path.isdir(os.path.join(SIGNER, "node_modules", "@sigstore", "mock")), \
+        "the test signer's npm packages are missing: run scripts/install-deps.sh"
+    spec = os.path.join(str(workdir), "spec.json")
+    with open(spec, "w") as f:
+        json.dump({"out": str(workdir), "bundles": bundles}, f)
+    r = subprocess.run(["node", os.path.join(SIGNER, "sign.js"), spec], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class KeylessSite(Site):
+    """Artifacts signed keyless, each bundle attached the way cosign v3 does
+    on a registry without the referrers API: a referrer manifest whose
+    subject is the artifact, listed by the referrers tag `sha256-<hex>`."""
+
+    def publish_unique(self, repo, tag):
+        """An artifact of its own: manifest and layer bytes unique to the tag."""
+        path = self._dir(f"file-{tag}") / f"{tag}.bin"
+        with open(UNSIGNED_MODULE, "rb") as f:
+            path.write_bytes(f.read() + tag.encode())
+        return self.publish(repo, tag, str(path))
+
+    def attach(self, repo, tag, bundle_path):
+        art = self.digests[(repo, tag)]
+        lay = OciLayout(self._dir(f"ref-{repo.replace('/', '_')}-{tag}"))
+        with open(bundle_path, "rb") as f:
+            ref = build_bundle_referrer(lay, f.read(), art["manifest"])
+        index_tag, index = build_referrers_tag(lay, art["manifest"]["digest"], [ref])
+        push_by_api(lay, self.registry.host, repo, index["digest"], index_tag)
+        return ref
+
+    def keyless_policy(self, email=EMAIL, issuer=ISSUER):
+        return self.policy({"type": "sigstoreSigned",
+                            "fulcio": {"caPath": self.signed["fulcio"], "oidcIssuer": issuer,
+                                       "subjectEmail": email},
+                            "rekorPublicKeyPath": self.signed["rekor"]})
+
+
+@pytest.fixture
+def keyless(registry, tmp_path):
+    """drivers/nvme: `keyless` signed right; `nobundle` unsigned; `otheremail`,
+    `otherissuer` signed by another identity; `othersubject` carrying a
+    bundle whose statement names another digest."""
+    s = KeylessSite(registry, tmp_path)
+    tags = ("keyless", "nobundle", "otheremail", "otherissuer", "othersubject")
+    md = {t: s.publish_unique("drivers/nvme", t)["manifest"]["digest"] for t in tags}
+    want = [("keyless", md["keyless"], EMAIL, ISSUER),
+            ("otheremail", md["otheremail"], "intruder@elsewhere.example", ISSUER),
+            ("otherissuer", md["otherissuer"], EMAIL, "https://accounts.elsewhere.example"),
+            ("othersubject", md["keyless"], EMAIL, ISSUER)]
+    s.signed = sign_keyless(s._dir("bundles"), [
+        {"file": f"{t}.sigstore.json", "digest": d, "email": e, "issuer": i} for t, d, e, i in want])
+    s.referrers = {t: s.attach("drivers/nvme", t, b) for (t, *_), b in zip(want, s.signed["bundles"])}
+    return s
+
+
+def test_keyless_bundle_referrer_is_verified(keyless, sluice_factory, registry, sluice_bin):
+    pol = keyless.keyless_policy()
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    md = keyless.digests[("drivers/nvme", "keyless")]["manifest"]["digest"]
+    # docker-registry has no referrers API: the daemon read the fallback tag
+    assert get(registry.host, f"/v2/drivers/nvme/referrers/{md}").status == 404
+    r = manifest(sl, "drivers/nvme", "keyless")
+    assert r.status == 200, r
+    assert r.header("docker-content-digest") == md
+    assert manifest(sl, "drivers/nvme", md).status == 200
+    d, b = layer(sl, keyless, "drivers/nvme", "keyless")
+    assert b.status == 200 and sha256_digest(b.body) == d
+    assert_denied(manifest(sl, "drivers/nvme", "nobundle"), "no signature")
+    assert_denied(manifest(sl, "drivers/nvme", "otheremail"), "intruder@elsewhere.example")
+    assert_denied(manifest(sl, "drivers/nvme", "otherissuer"), "issuer")
+    assert_denied(manifest(sl, "drivers/nvme", "othersubject"), "not a subject")
+    _, b = layer(sl, keyless, "drivers/nvme", "otheremail")
+    assert_denied(b)
+    # Sluice lists the bundle among the image's referrers, from what it cached
+    ref = keyless.referrers["keyless"]
+    for q in ("", "?artifactType=application/vnd.dev.sigstore.bundle.v0.3%2Bjson"):
+        lst = get(sl.host, f"/v2/drivers/nvme/referrers/{md}{q}")
+        assert lst.status == 200, lst
+        assert lst.header("content-type") == "application/vnd.oci.image.index.v1+json"
+        found = [m for m in lst.json()["manifests"] if m["digest"] == ref["digest"]]
+        assert len(found) == 1, lst.json()
+        assert found[0]["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    other = get(sl.host, f"/v2/drivers/nvme/referrers/{md}?artifactType=application/x-none")
+    assert other.status == 200 and other.json()["manifests"] == []
+    # and devices can fetch the referrer and its bundle through Sluice
+    rm = manifest(sl, "drivers/nvme", ref["digest"])
+    assert rm.status == 200 and rm.json()["subject"]["digest"] == md
+    bundle = get(sl.host, f"/v2/drivers/nvme/blobs/{rm.json()['layers'][0]['digest']}")
+    assert bundle.status == 200 and bundle.json()["mediaType"] == ref["artifactType"]
+    # `sluice verify` agrees
+    ok = verify_ref(sluice_bin, "--upstream", registry.url, "--cache", str(keyless.tmp / "vcache"),
+                    "--policy", pol, "drivers/nvme:keyless")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 Sigstore bundle among its referrers" in ok.stdout
+    assert re.search(r"bundle 1: application/vnd\.dev\.sigstore\.bundle\.v0\.3\+json, \d+ bytes: "
+                     r"accepted", ok.stdout), ok.stdout
+
+
+def test_keyless_identity_in_policy_decides(keyless, sluice_factory, registry):
+    # trusting the other identity instead flips the verdicts
+    pol = keyless.keyless_policy(email="intruder@elsewhere.example")
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
+    assert manifest(sl, "drivers/nvme", "otheremail").status == 200
+    assert_denied(manifest(sl, "drivers/nvme", "keyless"), EMAIL.split("@")[0])
 
 
 # -- kernel-module signatures ------------------------------------------------------------------
