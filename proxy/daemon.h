@@ -45,13 +45,13 @@ typedef struct worker {
     struct event_base *base;
     struct evhttp *http;
     struct event *stop_ev;
-    struct event *drain_ev;
-    struct event *tick_ev;
-    /* refreshes `snap` once a second */ /* stop accepting (closes this worker's listener) */
+    struct event *drain_ev; /* stop accepting (closes this worker's listener) */
+    struct event *tick_ev;  /* refreshes `snap` once a second */
     struct evhttp_bound_socket *bound;
     cache_snapshot *snap; /* this thread's current read snapshot */
     void *ssl_ctx;        /* SSL_CTX*, NULL for plain HTTP */
     int listen_fd;
+    struct routes_local *routes; /* routes.c's per-worker state */
 } worker;
 
 /* The worker's up-to-date snapshot (see cache_snapshot_current); NULL on failure. */

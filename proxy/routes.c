@@ -40,7 +40,8 @@
 #include "verify.h"
 
 #define MAX_SMALL_BODY (4u << 20)
-#define COPY_MAX (16u << 10) /* blob pieces up to this size are copied, not sent by file */
+#define SMALL_PIECE_MAX                                                                            \
+    (16u << 10) /* blob pieces up to this size go out from memory, not by file */
 
 typedef struct reqctx reqctx;
 typedef void (*wake_fn)(reqctx *c);
@@ -48,6 +49,7 @@ typedef void (*small_done_fn)(reqctx *c);
 
 struct reqctx {
     atomic_int refs;
+    reqctx *next_free; /* on the worker's free list */
     worker *w;
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
@@ -103,19 +105,39 @@ struct reqctx {
 static void serve_blob(reqctx *c);
 static void serve_manifest(reqctx *c);
 
-/* ---------- the set of blobs verified since start ---------- */
+/* ---------- what was verified since start ---------- */
 
-/* Open addressing on the digest's first 8 bytes (already uniformly random),
- * linear probing, grown at half load. Only additions: a blob evicted later
- * is found again by the cache's own checks. */
+/* Cached blobs and manifests are re-hashed the first time this process
+ * serves them (invariant 3); these sets remember which were. Open
+ * addressing on the digest's first 8 bytes (already uniformly random),
+ * linear probing, grown at half load. Only additions: an object evicted
+ * later is found again by the cache's own checks. The process-wide sets are
+ * behind a mutex; each worker keeps a copy of what it has looked up, so a
+ * hit costs no lock. */
+typedef enum { VERIFIED_BLOB, VERIFIED_MANIFEST, VERIFIED_KINDS } verified_kind;
+
 typedef struct verified_set {
-    pthread_mutex_t mu;
     uint8_t (*slots)[32];
     unsigned char *used;
     size_t n, cap;
 } verified_set;
 
-static verified_set g_verified = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0};
+static pthread_mutex_t g_verified_mu = PTHREAD_MUTEX_INITIALIZER;
+static verified_set g_verified[VERIFIED_KINDS];
+
+/* A worker's own state: its front of the verified sets, its free request
+ * contexts (so a request costs no large allocation), the Date header of the
+ * current second (evhttp would format one per response). Only the worker's
+ * loop thread touches it. */
+struct routes_local {
+    verified_set verified[VERIFIED_KINDS];
+    reqctx *free_ctxs;
+    unsigned n_free;
+    time_t date_second;
+    char date[64];
+};
+
+#define MAX_FREE_CTXS 256
 
 static size_t slot_of(const uint8_t d[32], size_t cap)
 {
@@ -156,54 +178,117 @@ static void set_grow(verified_set *v)
             set_insert(&bigger, v->slots[i]);
     free(v->slots);
     free(v->used);
-    v->slots = bigger.slots;
-    v->used = bigger.used;
-    v->cap = bigger.cap;
+    *v = bigger;
 }
 
-static int verified_has(const uint8_t d[32])
+static void set_add(verified_set *v, const uint8_t d[32])
 {
-    pthread_mutex_lock(&g_verified.mu);
-    int found = set_find(&g_verified, d);
-    pthread_mutex_unlock(&g_verified.mu);
+    if (set_find(v, d))
+        return;
+    if ((v->n + 1) * 2 > v->cap)
+        set_grow(v);
+    set_insert(v, d);
+}
+
+static void set_free(verified_set *v)
+{
+    free(v->slots);
+    free(v->used);
+    memset(v, 0, sizeof(*v));
+}
+
+static int verified_has(worker *w, verified_kind k, const uint8_t d[32])
+{
+    if (set_find(&w->routes->verified[k], d))
+        return 1;
+    pthread_mutex_lock(&g_verified_mu);
+    int found = set_find(&g_verified[k], d);
+    pthread_mutex_unlock(&g_verified_mu);
+    if (found)
+        set_add(&w->routes->verified[k], d);
     return found;
 }
 
-static void verified_add(const uint8_t d[32])
+static void verified_add(worker *w, verified_kind k, const uint8_t d[32])
 {
-    pthread_mutex_lock(&g_verified.mu);
-    if (!set_find(&g_verified, d)) {
-        if ((g_verified.n + 1) * 2 > g_verified.cap)
-            set_grow(&g_verified);
-        set_insert(&g_verified, d);
-    }
-    pthread_mutex_unlock(&g_verified.mu);
+    pthread_mutex_lock(&g_verified_mu);
+    set_add(&g_verified[k], d);
+    pthread_mutex_unlock(&g_verified_mu);
+    set_add(&w->routes->verified[k], d);
 }
 
 void routes_cleanup(void)
 {
-    pthread_mutex_lock(&g_verified.mu);
-    free(g_verified.slots);
-    free(g_verified.used);
-    g_verified.slots = NULL;
-    g_verified.used = NULL;
-    g_verified.n = g_verified.cap = 0;
-    pthread_mutex_unlock(&g_verified.mu);
+    pthread_mutex_lock(&g_verified_mu);
+    for (int k = 0; k < VERIFIED_KINDS; k++)
+        set_free(&g_verified[k]);
+    pthread_mutex_unlock(&g_verified_mu);
+}
+
+int routes_worker_init(worker *w)
+{
+    w->routes = calloc(1, sizeof(*w->routes));
+    return w->routes ? 0 : -1;
+}
+
+/* The worker's Date header value, formatted once a second. */
+static const char *worker_date(worker *w)
+{
+    struct routes_local *l = w->routes;
+    time_t now = time(NULL);
+    if (now != l->date_second) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(l->date, sizeof(l->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        l->date_second = now;
+    }
+    return l->date;
 }
 
 /* ---------- request context ---------- */
 
+static void ctx_destroy(reqctx *c)
+{
+    if (c->wake)
+        event_free(c->wake);
+    free(c);
+}
+
+void routes_worker_free(worker *w)
+{
+    struct routes_local *l = w->routes;
+    if (!l)
+        return;
+    while (l->free_ctxs) {
+        reqctx *c = l->free_ctxs;
+        l->free_ctxs = c->next_free;
+        ctx_destroy(c);
+    }
+    for (int k = 0; k < VERIFIED_KINDS; k++)
+        set_free(&l->verified[k]);
+    free(l);
+    w->routes = NULL;
+}
+
+/* The last reference: back to the worker's free list (its wake event kept
+ * for the next request), or freed. */
 static void ctx_unref(reqctx *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
-    if (c->wake)
-        event_free(c->wake);
     if (c->have_query)
         evhttp_clear_headers(&c->query);
     free(c->small_body);
     atomic_fetch_sub(&g_metrics.requests_in_progress, 1);
-    free(c);
+    struct routes_local *l = c->w->routes;
+    if (!c->wake || !l || l->n_free >= MAX_FREE_CTXS) {
+        ctx_destroy(c);
+        return;
+    }
+    event_del(c->wake); /* also takes it off the active queue */
+    c->next_free = l->free_ctxs;
+    l->free_ctxs = c;
+    l->n_free++;
 }
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -301,19 +386,26 @@ static void add_header(reqctx *c, const char *name, const char *value)
     evhttp_add_header(evhttp_request_get_output_headers(c->req), name, value);
 }
 
+/* (Headers on every response are formatted by hand: printf is a
+ * measurable part of serving a small object.) */
 static void add_header_u64(reqctx *c, const char *name, uint64_t v)
 {
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
-    add_header(c, name, buf);
+    char buf[24], *p = buf + sizeof(buf);
+    *--p = 0;
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    add_header(c, name, p);
 }
 
 static void add_digest_headers(reqctx *c, const uint8_t digest[32])
 {
-    char hex[VERIFY_DIGEST_TEXT_LEN], etag[VERIFY_DIGEST_TEXT_LEN + 2];
-    verify_digest_format(digest, hex);
-    snprintf(etag, sizeof(etag), "\"%s\"", hex);
-    add_header(c, "Docker-Content-Digest", hex);
+    char etag[VERIFY_DIGEST_TEXT_LEN + 2];
+    verify_digest_format(digest, etag + 1);
+    add_header(c, "Docker-Content-Digest", etag + 1);
+    etag[0] = '"';
+    etag[VERIFY_DIGEST_TEXT_LEN] = '"';
+    etag[VERIFY_DIGEST_TEXT_LEN + 1] = 0;
     add_header(c, "ETag", etag);
 }
 
@@ -364,6 +456,7 @@ static void reply(reqctx *c, int status, struct evbuffer *body)
         body = empty;
     }
     unwatch_close(c);
+    add_header(c, "Date", worker_date(c->w));
     evhttp_send_reply(c->req, status, reason_of(status), body);
     if (empty)
         evbuffer_free(empty);
@@ -443,9 +536,17 @@ static void segment_done(struct evbuffer_file_segment const *seg, int flags, voi
     cache_snapshot_unref(arg);
 }
 
-/* Appends bytes [from, from+len) of chunk `index`: small pieces are copied
- * (headers and body then leave in one write), larger ones become a file
- * segment of LMDB's data file (sendfile, no copy). */
+static void reference_done(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    cache_snapshot_unref(arg);
+}
+
+/* Appends bytes [from, from+len) of chunk `index`, held by a reference on
+ * the snapshot until written: small pieces as references into LMDB's map
+ * (headers and body then leave in one writev, nothing copied), larger ones
+ * as a file segment of LMDB's data file (sendfile). */
 static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *snap,
                              const uint8_t digest[32], uint32_t index, size_t from, size_t len)
 {
@@ -454,8 +555,13 @@ static int add_chunk_segment(reqctx *c, struct evbuffer *out, cache_snapshot *sn
     uint64_t foff;
     if (cache_blob_chunk(snap, digest, index, &data, &clen, &foff) != CACHE_OK || from + len > clen)
         return -1;
-    if (len <= COPY_MAX)
-        return evbuffer_add(out, (const char *)data + from, len);
+    if (len <= SMALL_PIECE_MAX) {
+        cache_snapshot_ref(snap);
+        if (evbuffer_add_reference(out, (const char *)data + from, len, reference_done, snap) == 0)
+            return 0;
+        cache_snapshot_unref(snap);
+        return -1;
+    }
     unsigned flags = c->w->ssl_ctx ? EVBUF_FS_DISABLE_SENDFILE : 0;
     struct evbuffer_file_segment *seg = evbuffer_file_segment_new(
         cache_data_fd(c->w->d->cache), (ev_off_t)(foff + from), (ev_off_t)len, flags);
@@ -591,7 +697,7 @@ static void verify_done(reqctx *c)
         return;
     }
     if (c->job_result == CACHE_OK)
-        verified_add(c->r.digest);
+        verified_add(c->w, VERIFIED_BLOB, c->r.digest);
     serve_blob(c); /* a corrupt blob is gone now: this fetches it again */
 }
 
@@ -660,6 +766,7 @@ static int start_blob_response(reqctx *c, uint64_t total)
         return -1;
     }
     unwatch_close(c);
+    add_header(c, "Date", worker_date(c->w));
     evhttp_send_reply_start(c->req, c->status, reason_of(c->status));
     watch_close(c);
     c->headers_sent = 1;
@@ -1057,7 +1164,7 @@ static void serve_blob(reqctx *c)
     cache_blob_info info;
     if (snap && cache_blob_stat(snap, c->r.digest, &info) == CACHE_OK &&
         info.state == CACHE_BLOB_COMPLETE) {
-        if (!verified_has(c->r.digest)) {
+        if (!verified_has(c->w, VERIFIED_BLOB, c->r.digest)) {
             atomic_fetch_add(&c->refs, 1);
             c->on_wake = verify_done;
             watch_close(c);
@@ -1112,9 +1219,12 @@ static int send_cached_manifest(reqctx *c, const uint8_t digest[32], int stale)
     size_t len;
     if (!snap || cache_manifest_get(snap, digest, &mt, &body, &len) != CACHE_OK)
         return -1;
-    if (verify_digest_check(body, len, digest) != VERIFY_OK) {
-        METRIC_ADD(corrupt_evictions, 1);
-        return -1; /* refetched below; the put replaces the corrupt record */
+    if (!verified_has(c->w, VERIFIED_MANIFEST, digest)) {
+        if (verify_digest_check(body, len, digest) != VERIFY_OK) {
+            METRIC_ADD(corrupt_evictions, 1);
+            return -1; /* refetched below; the put replaces the corrupt record */
+        }
+        verified_add(c->w, VERIFIED_MANIFEST, digest);
     }
     if (manifest_trusted(c, digest))
         send_manifest(c, digest, mt, body, len, stale);
@@ -1551,11 +1661,28 @@ static void copy_uri(char *out, size_t outlen, const char *uri)
     out[n] = 0;
 }
 
+/* A zeroed context, from the worker's free list when it has one. */
+static reqctx *ctx_alloc(worker *w)
+{
+    struct routes_local *l = w->routes;
+    reqctx *c = l->free_ctxs;
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c || !(c->wake = event_new(w->base, -1, 0, wake_cb, c)))
+            abort();
+        return c;
+    }
+    l->free_ctxs = c->next_free;
+    l->n_free--;
+    struct event *wake = c->wake; /* already bound to c */
+    memset(c, 0, sizeof(*c));
+    c->wake = wake;
+    return c;
+}
+
 static reqctx *ctx_new(worker *w, struct evhttp_request *req)
 {
-    reqctx *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort();
+    reqctx *c = ctx_alloc(w);
     atomic_init(&c->refs, 1);
     c->w = w;
     c->req = req;
@@ -1563,7 +1690,6 @@ static reqctx *ctx_new(worker *w, struct evhttp_request *req)
     c->method = method_name(evhttp_request_get_command(req));
     copy_uri(c->uri, sizeof(c->uri), evhttp_request_get_uri(req));
     clock_gettime(CLOCK_MONOTONIC, &c->start);
-    c->wake = event_new(w->base, -1, 0, wake_cb, c);
     c->trust_w.wake = c->wake;
     c->delta_w.wake = c->wake;
     atomic_fetch_add(&g_metrics.requests_in_progress, 1);

@@ -164,14 +164,29 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A worker's loop. With epoll's changelist, the enable/disable pairs evhttp
+ * makes on every request (read off while answering, write on until the
+ * answer is out) are merged into one epoll_ctl per loop iteration instead of
+ * one each. We never dup(2) a socket, which is the case it mishandles. */
+static struct event_base *new_worker_base(void)
+{
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
 static int worker_init(worker *w, daemon_ctx *d, int index, SSL_CTX *ssl, int fd)
 {
     w->d = d;
     w->index = index;
     w->ssl_ctx = ssl;
     w->listen_fd = fd;
-    w->base = event_base_new();
-    if (!w->base)
+    w->base = new_worker_base();
+    if (!w->base || routes_worker_init(w) != 0)
         return -1;
     w->http = evhttp_new(w->base);
     w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
@@ -206,6 +221,7 @@ static void worker_free(worker *w)
         event_free(w->tick_ev);
     if (w->http)
         evhttp_free(w->http);
+    routes_worker_free(w);
     if (w->snap)
         cache_snapshot_unref(w->snap);
     if (w->base)
