@@ -34,26 +34,21 @@ SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/proxy/sluice}
 REPO=bench/seed
 TAG=v1
 
-die() { echo "bench: $*" >&2; exit 1; }
-for tool in docker-registry skopeo curl; do
-  command -v "$tool" >/dev/null || die "$tool not installed (bash scripts/install-deps.sh)"
-done
+LIB_WHO=bench
+. "$ROOT/scripts/lib.sh"
+need docker-registry skopeo curl
 [ -x /usr/bin/time ] || die "/usr/bin/time not installed (apt-get install time)"
 [ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (ninja -C build)"
 
 WORK=$(mktemp -d /tmp/sluice-bench-seed.XXXXXX)
 REG_PID=
 cleanup() {
-  if [ -n "$REG_PID" ] && kill -0 "$REG_PID" 2>/dev/null; then
-    kill -TERM "$REG_PID" 2>/dev/null || true
-    wait "$REG_PID" 2>/dev/null || true
-  fi
+  [ -z "$REG_PID" ] || stop_pids "$REG_PID"
   if [ "${KEEP:-0}" = 1 ]; then echo "bench: files kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s%N; }  # nanoseconds
 
 # -- the layout: LAYERS random layers, a config, a manifest, tagged $TAG --------

@@ -32,37 +32,20 @@ SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/proxy/sluice}
 REPO=bench/app
 MT_MANIFEST=application/vnd.oci.image.manifest.v1+json
 
-die() { echo "bench: $*" >&2; exit 1; }
-for tool in wrk nginx docker-registry skopeo curl; do
-  command -v "$tool" >/dev/null || die "$tool not installed (bash scripts/install-deps.sh)"
-done
+LIB_WHO=bench
+. "$ROOT/scripts/lib.sh"
+need wrk nginx docker-registry skopeo curl
 case " $SERVERS " in *" sluice "*) [ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (ninja -C build)";; esac
 
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 declare -A PID=()
 cleanup() {
-  local name
-  for name in "${!PID[@]}"; do
-    if kill -0 "${PID[$name]}" 2>/dev/null; then
-      kill -TERM "${PID[$name]}" 2>/dev/null || true
-      wait "${PID[$name]}" 2>/dev/null || true
-    fi
-  done
+  stop_pids "${PID[@]}"
   if [ "${KEEP:-0}" = 1 ]; then echo "bench: files kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() {  # url pid name
-  local _
-  for _ in $(seq 1 300); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup"
-    curl -sf -o /dev/null --max-time 2 "$1" && return 0
-    sleep 0.1
-  done
-  die "$3 not ready at $1"
-}
 
 # -- content: one layout with the four objects, pushed to the registry ---------------------------
 echo "bench: preparing objects in $WORK" >&2

@@ -25,7 +25,8 @@ ARTIFACT_TYPE=application/vnd.sluice.driver.v1
 LAYER_TYPE=application/vnd.sluice.kernel-module.v1
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+LIB_WHO=demo
+. "$ROOT/scripts/lib.sh"
 
 # -- 1. dependencies and build ---------------------------------------------------------
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
@@ -50,13 +51,7 @@ WORK=$(mktemp -d /tmp/sluice-demo.XXXXXX)
 PIDS=()
 ok=0
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
+  stop_pids "${PIDS[@]}"
   if [ "$ok" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
     rm -rf "$WORK"
   else
@@ -66,17 +61,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ok() {  # url pid what
-  local _
-  for _ in $(seq 1 200); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup"
-    curl -sf -o /dev/null --max-time 2 "$1" && return 0
-    sleep 0.1
-  done
-  die "$3 not ready at $1"
-}
 
 # -- 2. upstream registry -----------------------------------------------------------------
 RPORT=$(free_port)
