@@ -8,7 +8,7 @@
  *
  * How it works. One LMDB environment in the cache directory (DIR/data.mdb,
  * DIR/lock.mdb), opened with MDB_NOTLS so a read transaction belongs to a
- * snapshot object rather than to a thread, holds eight named databases. Every
+ * snapshot object rather than to a thread, holds nine named databases. Every
  * state change is one write transaction (run_write), so a crash leaves either
  * the old or the new state. A snapshot is a refcounted read-only transaction;
  * pointers into LMDB's map stay valid while it lives.
@@ -49,6 +49,13 @@
  *              (1..15 bytes, no NUL); value, 40 bytes: 0 delta digest (32)
  *              | 32 u64le delta size. The delta's bytes are a COMPLETE blob
  *              under the delta digest.
+ *   verdicts   key: policy hash (32) || manifest digest (32) || repository
+ *              bytes || 0x00 || tag bytes (tag empty when asked by digest;
+ *              no NULs inside; at most mdb_env_get_maxkeysize() bytes)
+ *              value: 0 u8 version (1) | 1 u8 allowed (0 or 1) | 2..7 zero |
+ *              8 u64le decided_at | 16 reason bytes (no NUL inside) || 0x00.
+ *              Sorted by policy first, so cache_verdict_prune skips the
+ *              policy it keeps in one seek.
  *   counters   two records:
  *              "counters" -> 5 x u64le: hits, misses, bytes_served,
  *                  bytes_upstream, bytes_saved_deltas (cache_counters_*).
@@ -153,6 +160,9 @@
 #define CODEC_MAX 15
 #define DELTA_KEY_MAX (2 * CACHE_DIGEST_LEN + CODEC_MAX)
 #define DELTA_VAL_LEN (CACHE_DIGEST_LEN + 8)
+#define VERDICT_VERSION 1
+#define VERDICT_HDR 16
+#define VERDICT_PRUNE_BATCH 512 /* verdicts deleted per write transaction */
 #define TOTALS_VERSION 1
 #define N_COUNTERS 5
 #define EVICT_BATCH 256          /* objects deleted per write transaction */
@@ -164,7 +174,7 @@
 
 struct cache {
     MDB_env *env;
-    MDB_dbi blobmeta, chunks, manifests, tags, referrers, refs, deltas, counters;
+    MDB_dbi blobmeta, chunks, manifests, tags, referrers, refs, deltas, verdicts, counters;
     atomic_uint_fast64_t generation;
     const char *map_base; /* where the map starts; changes only while growing */
     uint64_t map_size;    /* current map size; changes only while growing */
@@ -821,6 +831,8 @@ static int open_dbs_op(cache *c, MDB_txn *txn, void *arg)
         rc = mdb_dbi_open(txn, "refs", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &c->refs);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "deltas", MDB_CREATE, &c->deltas);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "verdicts", MDB_CREATE, &c->verdicts);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "counters", MDB_CREATE, &c->counters);
     return rc == 0 ? ensure_totals(c, txn) : rc;
@@ -1794,6 +1806,157 @@ int cache_delta_list(cache_snapshot *s, const uint8_t base[CACHE_DIGEST_LEN],
     key_range r = {.start = prefix, .slen = sizeof prefix, .plen = sizeof prefix};
     int rc = walk(s->txn, s->c->deltas, &r, visit_delta, &w);
     return rc != 0 ? to_status(rc) : w.count;
+}
+
+/* ---- verdicts ---- */
+
+/* policy || digest || "repo\0tag" into buf; CACHE_INVALID if too long. */
+static int verdict_key(cache *c, uint8_t buf[KEY_BUF], const uint8_t *policy, const char *repo,
+                       const char *tag, const uint8_t *digest, size_t *klen)
+{
+    size_t r = strlen(repo), t = strlen(tag), n = 2 * CACHE_DIGEST_LEN + r + 1 + t;
+    if (n > (size_t)mdb_env_get_maxkeysize(c->env) || n > KEY_BUF)
+        return CACHE_INVALID;
+    memcpy(buf, policy, CACHE_DIGEST_LEN);
+    memcpy(buf + CACHE_DIGEST_LEN, digest, CACHE_DIGEST_LEN);
+    memcpy(buf + 2 * CACHE_DIGEST_LEN, repo, r);
+    buf[2 * CACHE_DIGEST_LEN + r] = 0;
+    memcpy(buf + 2 * CACHE_DIGEST_LEN + r + 1, tag, t);
+    *klen = n;
+    return 0;
+}
+
+typedef struct {
+    uint8_t key[KEY_BUF];
+    size_t klen;
+    const cache_verdict *v;
+} verdict_arg;
+
+static int verdict_put_op(cache *c, MDB_txn *txn, void *arg)
+{
+    verdict_arg *a = arg;
+    size_t n = strnlen(a->v->reason, CACHE_VERDICT_TEXT_MAX - 1);
+    MDB_val k = mval(a->key, a->klen), v = mval(NULL, VERDICT_HDR + n + 1);
+    int rc = mdb_put(txn, c->verdicts, &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = v.mv_data;
+    memset(p, 0, VERDICT_HDR);
+    p[0] = VERDICT_VERSION;
+    p[1] = a->v->allowed ? 1 : 0;
+    put_le(p + 8, a->v->decided_at, 8);
+    memcpy(p + VERDICT_HDR, a->v->reason, n);
+    p[VERDICT_HDR + n] = 0;
+    return 0;
+}
+
+cache_status cache_verdict_put(cache *c, const uint8_t policy[CACHE_DIGEST_LEN], const char *repo,
+                               const char *tag, const uint8_t digest[CACHE_DIGEST_LEN],
+                               const cache_verdict *v)
+{
+    if (c == NULL || policy == NULL || repo == NULL || tag == NULL || digest == NULL || v == NULL)
+        return CACHE_INVALID;
+    verdict_arg a = {.v = v};
+    int rc = verdict_key(c, a.key, policy, repo, tag, digest, &a.klen);
+    return rc != 0 ? (cache_status)rc : run_write(c, verdict_put_op, &a);
+}
+
+static int verdict_decode(const MDB_val *v, cache_verdict *out)
+{
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < VERDICT_HDR + 1 || p[0] != VERDICT_VERSION || p[1] > 1 ||
+        p[v->mv_size - 1] != 0)
+        return CACHE_CORRUPT;
+    size_t n = v->mv_size - VERDICT_HDR - 1;
+    if (memchr(p + VERDICT_HDR, 0, n) != NULL || n >= CACHE_VERDICT_TEXT_MAX)
+        return CACHE_CORRUPT;
+    out->allowed = p[1];
+    out->decided_at = get_le(p + 8, 8);
+    memcpy(out->reason, p + VERDICT_HDR, n + 1);
+    return 0;
+}
+
+cache_status cache_verdict_get(cache_snapshot *s, const uint8_t policy[CACHE_DIGEST_LEN],
+                               const char *repo, const char *tag,
+                               const uint8_t digest[CACHE_DIGEST_LEN], cache_verdict *out)
+{
+    if (s == NULL || policy == NULL || repo == NULL || tag == NULL || digest == NULL || out == NULL)
+        return CACHE_INVALID;
+    uint8_t key[KEY_BUF];
+    size_t klen;
+    int rc = verdict_key(s->c, key, policy, repo, tag, digest, &klen);
+    MDB_val k = mval(key, klen), v;
+    if (rc == 0)
+        rc = mdb_get(s->txn, s->c->verdicts, &k, &v);
+    return to_status(rc != 0 ? rc : verdict_decode(&v, out));
+}
+
+typedef struct {
+    const uint8_t *keep;
+    uint64_t removed;
+    bool more; /* the batch filled up: run again */
+} prune_arg;
+
+/* The first key after every key that begins with `keep`; false if none. */
+static bool after_prefix(const uint8_t *keep, uint8_t out[CACHE_DIGEST_LEN])
+{
+    memcpy(out, keep, CACHE_DIGEST_LEN);
+    for (int i = CACHE_DIGEST_LEN - 1; i >= 0; i--)
+        if (++out[i] != 0)
+            return true;
+    return false;
+}
+
+/* Deletes up to VERDICT_PRUNE_BATCH verdicts not under a->keep, re-seeking
+ * from the deleted key after each delete (as txn_del_chunks does). */
+static int verdict_prune_op(cache *c, MDB_txn *txn, void *arg)
+{
+    prune_arg *a = arg;
+    MDB_cursor *cur;
+    uint8_t from[KEY_BUF];
+    size_t flen = 0;
+    int done = 0, rc = mdb_cursor_open(txn, c->verdicts, &cur);
+    if (rc != 0)
+        return rc;
+    a->more = false;
+    while (rc == 0) {
+        MDB_val k = mval(from, flen), v;
+        if ((rc = mdb_cursor_get(cur, &k, &v, flen > 0 ? MDB_SET_RANGE : MDB_FIRST)) != 0)
+            break;
+        if (k.mv_size >= CACHE_DIGEST_LEN && memcmp(k.mv_data, a->keep, CACHE_DIGEST_LEN) == 0) {
+            if (!after_prefix(a->keep, from))
+                break;
+            flen = CACHE_DIGEST_LEN;
+            continue;
+        }
+        if (done == VERDICT_PRUNE_BATCH || k.mv_size > KEY_BUF) {
+            a->more = done == VERDICT_PRUNE_BATCH;
+            break;
+        }
+        memcpy(from, k.mv_data, k.mv_size);
+        flen = k.mv_size;
+        if ((rc = mdb_cursor_del(cur, 0)) == 0)
+            done++;
+    }
+    mdb_cursor_close(cur);
+    a->removed += (uint64_t)done;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    return rc == 0 && done == 0 ? W_NOCHANGE : rc;
+}
+
+cache_status cache_verdict_prune(cache *c, const uint8_t keep[CACHE_DIGEST_LEN], uint64_t *removed)
+{
+    if (c == NULL || keep == NULL)
+        return CACHE_INVALID;
+    prune_arg a = {.keep = keep};
+    cache_status st;
+    do
+        st = run_write(c, verdict_prune_op, &a);
+    while (st == CACHE_OK && a.more);
+    if (removed != NULL)
+        *removed = a.removed;
+    return st;
 }
 
 /* ---- pins ---- */

@@ -14,6 +14,9 @@
  *   refs       "repository\0" || digest -> the manifests of that repository
  *              that reference the digest (layers, configs, child manifests).
  *   deltas     base || target || codec -> a delta (itself a COMPLETE blob).
+ *   verdicts   policy hash || manifest digest || repository || tag -> a trust
+ *              decision (allowed or denied, why, when), so a restarted Sluice
+ *              need not verify again what it already decided.
  *   counters   persistent request/byte counters and the running totals that
  *              make cache_stat O(1).
  * Blobs and manifests carry an access time and a pinned flag; cache_evict
@@ -222,6 +225,41 @@ typedef int (*cache_delta_fn)(void *arg, const char *codec, const uint8_t delta[
                               uint64_t size);
 int cache_delta_list(cache_snapshot *s, const uint8_t base[CACHE_DIGEST_LEN],
                      const uint8_t target[CACHE_DIGEST_LEN], cache_delta_fn fn, void *arg);
+
+/* ---- verdicts ---- */
+
+/* A trust decision about a manifest (or a blob on its own), as the proxy
+ * made it under one trust policy. The key says everything the decision
+ * depended on: `policy` is a hash the caller computes over its policy and
+ * every bit of trust material and setting it uses (a changed policy is a
+ * new hash, so its verdicts are simply not found); `repo` is the repository
+ * key as tags use it ("" for a decision about a blob that is not tied to a
+ * repository); `tag` is the tag the manifest was asked by ("" when asked by
+ * digest); `digest` the manifest's (or blob's) digest — so a tag that moves
+ * to another manifest never finds the old manifest's verdict. Keys that do
+ * not fit LMDB's key size are refused with CACHE_INVALID (the caller keeps
+ * such a verdict in memory only). Verdicts take no part in eviction or
+ * cache_stat. */
+#define CACHE_VERDICT_TEXT_MAX 1024
+
+typedef struct {
+    int allowed;                         /* 1 allowed, 0 denied */
+    uint64_t decided_at;                 /* unix seconds */
+    char reason[CACHE_VERDICT_TEXT_MAX]; /* NUL-terminated; longer text is cut */
+} cache_verdict;
+
+/* Stores (or replaces) a verdict. */
+cache_status cache_verdict_put(cache *c, const uint8_t policy[CACHE_DIGEST_LEN], const char *repo,
+                               const char *tag, const uint8_t digest[CACHE_DIGEST_LEN],
+                               const cache_verdict *v);
+/* CACHE_NOTFOUND when no verdict is stored under exactly this key. */
+cache_status cache_verdict_get(cache_snapshot *s, const uint8_t policy[CACHE_DIGEST_LEN],
+                               const char *repo, const char *tag,
+                               const uint8_t digest[CACHE_DIGEST_LEN], cache_verdict *out);
+/* Deletes every verdict stored under a policy hash other than `keep` (the
+ * verdicts of former policies), in bounded write transactions. removed (may
+ * be NULL) receives how many went. */
+cache_status cache_verdict_prune(cache *c, const uint8_t keep[CACHE_DIGEST_LEN], uint64_t *removed);
 
 /* ---- pins and eviction ---- */
 

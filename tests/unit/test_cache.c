@@ -3,7 +3,8 @@
  * through the map and the data fd, partial blobs, delete, verify), manifests,
  * tags, referrers, snapshots and MVCC, map growth, statistics, persistence,
  * references, deltas, pins, counters, LRU eviction, running totals (and
- * their rebuild for a store from before they existed) and the full check.
+ * their rebuild for a store from before they existed), the full check and
+ * trust verdicts (keys, limits, pruning of former policies' verdicts).
  * Each test runs on a fresh store in a mkdtemp directory that teardown removes.
  */
 #include <setjmp.h>
@@ -1506,6 +1507,138 @@ static void test_strerror(void **state)
     }
 }
 
+/* ---- verdicts ---- */
+
+static cache_verdict verdict(int allowed, uint64_t when, const char *why)
+{
+    cache_verdict v = {.allowed = allowed, .decided_at = when};
+    snprintf(v.reason, sizeof v.reason, "%s", why);
+    return v;
+}
+
+static cache_status get_verdict(fixture *f, const uint8_t *pol, const char *repo, const char *tag,
+                                const uint8_t *d, cache_verdict *out)
+{
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    assert_non_null(s);
+    cache_status st = cache_verdict_get(s, pol, repo, tag, d, out);
+    cache_snapshot_unref(s);
+    return st;
+}
+
+static void test_verdicts(void **state)
+{
+    fixture *f = *state;
+    uint8_t p1[CACHE_DIGEST_LEN], p2[CACHE_DIGEST_LEN], m1[CACHE_DIGEST_LEN], m2[CACHE_DIGEST_LEN];
+    digest_of_label("policy 1", p1);
+    digest_of_label("policy 2", p2);
+    digest_of_label("manifest 1", m1);
+    digest_of_label("manifest 2", m2);
+    const char *R = "r.example/drivers/nvme";
+    cache_verdict a = verdict(1, 1700000000, "allowed by scope r.example"), out;
+    cache_verdict d = verdict(0, 1700000001, "bundle 1: required email x not in certificate");
+    assert_int_equal(cache_verdict_put(f->c, p1, R, "v1", m1, &a), CACHE_OK);
+    assert_int_equal(cache_verdict_put(f->c, p1, R, "", m2, &d), CACHE_OK);
+    assert_int_equal(get_verdict(f, p1, R, "v1", m1, &out), CACHE_OK);
+    assert_true(out.allowed);
+    assert_int_equal(out.decided_at, 1700000000);
+    assert_string_equal(out.reason, a.reason);
+    assert_int_equal(get_verdict(f, p1, R, "", m2, &out), CACHE_OK);
+    assert_false(out.allowed);
+    assert_string_equal(out.reason, d.reason);
+    /* every part of the key counts: the tag moved to another manifest, the
+     * same manifest asked by digest or by another tag, in another
+     * repository, under another policy */
+    assert_int_equal(get_verdict(f, p1, R, "v1", m2, &out), CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, p1, R, "", m1, &out), CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, p1, R, "v2", m1, &out), CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, p1, "r.example/drivers/nvm", "v1", m1, &out), CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, p1, "r.example/drivers/nvme\0v1", "", m1, &out),
+                     CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, p2, R, "v1", m1, &out), CACHE_NOTFOUND);
+    /* replaced, and kept across a reopen */
+    assert_int_equal(cache_verdict_put(f->c, p1, R, "v1", m1, &d), CACHE_OK);
+    reopen(f, 0);
+    assert_int_equal(get_verdict(f, p1, R, "v1", m1, &out), CACHE_OK);
+    assert_false(out.allowed);
+    assert_int_equal(out.decided_at, 1700000001);
+    /* a blob's verdict, tied to no repository */
+    assert_int_equal(cache_verdict_put(f->c, p1, "", "", m1, &a), CACHE_OK);
+    assert_int_equal(get_verdict(f, p1, "", "", m1, &out), CACHE_OK);
+    assert_true(out.allowed);
+}
+
+static void test_verdict_limits(void **state)
+{
+    fixture *f = *state;
+    uint8_t p[CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN];
+    digest_of_label("policy", p);
+    digest_of_label("manifest", m);
+    cache_verdict v = {.allowed = 1, .decided_at = 5}, out;
+    memset(v.reason, 'x', sizeof v.reason); /* no NUL: cut to the maximum */
+    assert_int_equal(cache_verdict_put(f->c, p, "r/a", "t", m, &v), CACHE_OK);
+    assert_int_equal(get_verdict(f, p, "r/a", "t", m, &out), CACHE_OK);
+    assert_int_equal(strlen(out.reason), CACHE_VERDICT_TEXT_MAX - 1);
+    char repo[600];
+    memset(repo, 'a', sizeof repo - 1);
+    repo[sizeof repo - 1] = '\0';
+    assert_int_equal(cache_verdict_put(f->c, p, repo, "t", m, &v), CACHE_INVALID);
+    assert_int_equal(get_verdict(f, p, repo, "t", m, &out), CACHE_INVALID);
+    assert_int_equal(cache_verdict_put(NULL, p, "r/a", "t", m, &v), CACHE_INVALID);
+    assert_int_equal(cache_verdict_put(f->c, p, NULL, "t", m, &v), CACHE_INVALID);
+    assert_int_equal(cache_verdict_put(f->c, p, "r/a", NULL, m, &v), CACHE_INVALID);
+    assert_int_equal(cache_verdict_put(f->c, p, "r/a", "t", m, NULL), CACHE_INVALID);
+}
+
+static int count_tags(void *arg, const char *tag, size_t len)
+{
+    (void)tag;
+    (void)len;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void numbered_digest(int i, uint8_t out[CACHE_DIGEST_LEN])
+{
+    char label[32];
+    snprintf(label, sizeof label, "manifest %d", i);
+    digest_of_label(label, out);
+}
+
+static void test_verdict_prune(void **state)
+{
+    fixture *f = *state;
+    uint8_t pol[3][CACHE_DIGEST_LEN], m[CACHE_DIGEST_LEN];
+    memset(pol[0], 0x00, CACHE_DIGEST_LEN); /* sorts first */
+    digest_of_label("kept policy", pol[1]);
+    memset(pol[2], 0xff, CACHE_DIGEST_LEN); /* sorts last; has no successor prefix */
+    cache_verdict v = verdict(1, 9, "ok"), out;
+    char tag[16];
+    for (int p = 0; p < 3; p++)
+        for (int i = 0; i < 700; i++) { /* more than one prune batch per policy */
+            numbered_digest(i, m);
+            snprintf(tag, sizeof tag, "t%d", i);
+            assert_int_equal(cache_verdict_put(f->c, pol[p], "r/a", tag, m, &v), CACHE_OK);
+        }
+    assert_int_equal(cache_tag_put(f->c, "r/a", "latest", m, 1), CACHE_OK); /* not a verdict */
+    uint64_t removed = 0;
+    assert_int_equal(cache_verdict_prune(f->c, pol[1], &removed), CACHE_OK);
+    assert_int_equal(removed, 1400);
+    numbered_digest(699, m);
+    assert_int_equal(get_verdict(f, pol[1], "r/a", "t699", m, &out), CACHE_OK);
+    assert_int_equal(get_verdict(f, pol[0], "r/a", "t699", m, &out), CACHE_NOTFOUND);
+    assert_int_equal(get_verdict(f, pol[2], "r/a", "t699", m, &out), CACHE_NOTFOUND);
+    cache_snapshot *s = cache_snapshot_new(f->c);
+    int tags = 0;
+    assert_int_equal(cache_tag_list(s, "r/a", NULL, 0, count_tags, &tags), 1);
+    cache_snapshot_unref(s);
+    /* nothing left to remove; the kept policy's 700 stay */
+    assert_int_equal(cache_verdict_prune(f->c, pol[1], &removed), CACHE_OK);
+    assert_int_equal(removed, 0);
+    assert_int_equal(cache_verdict_prune(f->c, pol[2], &removed), CACHE_OK);
+    assert_int_equal(removed, 700);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1541,6 +1674,9 @@ int main(void)
         T(test_check),
         T(test_blob_abort),
         T(test_append_chunks),
+        T(test_verdicts),
+        T(test_verdict_limits),
+        T(test_verdict_prune),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
