@@ -1043,6 +1043,17 @@ static void give_up_delta(reqctx *c)
     METRIC_ADD(delta_fallbacks, 1);
 }
 
+/* Woken while waiting for a delta: serve again (the delta, or the blob). */
+static void delta_rewake(reqctx *c)
+{
+    if (c->client_gone) {
+        finish(c);
+        return;
+    }
+    c->on_wake = NULL;
+    serve_blob(c);
+}
+
 /* The delta took longer than the bound: the full blob, now. */
 static void delta_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -1052,22 +1063,7 @@ static void delta_timeout(evutil_socket_t fd, short what, void *arg)
     if (c->delta_waited)
         deltas_cancel(c->w->d->deltas, &c->delta_w);
     give_up_delta(c);
-    if (c->client_gone) {
-        finish(c);
-        return;
-    }
-    c->on_wake = NULL;
-    serve_blob(c);
-}
-
-static void delta_rewake(reqctx *c)
-{
-    if (c->client_gone) {
-        finish(c);
-        return;
-    }
-    c->on_wake = NULL;
-    serve_blob(c);
+    delta_rewake(c);
 }
 
 /* The base had to be fetched first; with it (or without) start over. */
