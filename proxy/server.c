@@ -160,6 +160,9 @@ static void worker_tick_cb(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    char name[16]; /* shown by top -H, ps -L, gdb */
+    snprintf(name, sizeof(name), "sluice-http%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

@@ -1000,6 +1000,7 @@ static void wake_event(evutil_socket_t fd, short what, void *arg)
 static void *upstream_main(void *arg)
 {
     upstream *u = arg;
+    pthread_setname_np(pthread_self(), "sluice-upstrm");
     event_base_loop(u->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

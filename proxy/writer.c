@@ -45,6 +45,7 @@ static void *writer_main(void *arg)
 {
     writer *w = arg;
     job *j;
+    pthread_setname_np(pthread_self(), "sluice-writer");
     while ((j = take_job(w)) != NULL) {
         j->fn(w->cache, j->arg);
         free(j);
