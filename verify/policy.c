@@ -15,9 +15,10 @@
  *    (log id = SHA-256 of the key). Other transports are validated for
  *    syntax only (they are for podman/skopeo on the same host and may name
  *    files that exist only there).
- *  - The hash is SHA-256 over a domain tag, the policy bytes, and the path
- *    and contents of every file read, plus the trusted root if one was
- *    given: any change of trust material gives a new hash.
+ *  - The hash is SHA-256 over a domain tag with VERIFY_REVISION, the
+ *    policy bytes, and the path and contents of every file read, plus the
+ *    trusted root if one was given: any change of trust material (or of
+ *    the verifier's judgement) gives a new hash.
  *  - Lookup follows containers/image's docker transport: the image's
  *    identity (name:tag or name@digest), its repository, each parent
  *    namespace, host[:port], then "*.<parent domains>" wildcards (port
@@ -34,6 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define V_STR2(x) #x
+#define V_STR(x) V_STR2(x)
 
 typedef struct {
     const char *name;
@@ -684,7 +688,8 @@ verify_policy *verify_policy_parse(const void *json, size_t len, const char *nam
     } else if ((j = vjson_parse(json, len, &f)) == NULL) {
         vfail_wrap(&f, "%s", c.name);
     } else {
-        hash_chunk(&c, "sluice-policy-v1", 16);
+        static const char revision[] = "sluice-policy-v1 verifier " V_STR(VERIFY_REVISION);
+        hash_chunk(&c, revision, sizeof revision - 1);
         hash_chunk(&c, json, len);
         rc = parse_policy(&c, j, p);
         if (rc == 0)
@@ -781,6 +786,7 @@ int verify_policy_requirements(const verify_policy *p, const char *registry, con
         out->accept_anything &= s->reqs[i].type == REQ_ACCEPT;
         out->rejects |= s->reqs[i].type == REQ_REJECT;
         out->needs_signatures |= s->reqs[i].type == REQ_SIGSTORE;
+        out->checks_now |= s->reqs[i].type == REQ_SIGSTORE && s->reqs[i].has_pki;
     }
     return 0;
 }

@@ -223,7 +223,14 @@ verify_policy *verify_policy_parse(const void *json, size_t len, const char *nam
                                    const verify_policy_options *opts, char *err, size_t errlen);
 void verify_policy_free(verify_policy *p);
 
-/* SHA-256 identifying the policy and all trust material it loaded. */
+/* The verifier's revision: raised whenever a change to verify/ can give
+ * another verdict for the same policy and evidence (e.g. 2: bundles whose
+ * in-toto subject has no name are judged instead of refused). */
+#define VERIFY_REVISION 2
+
+/* SHA-256 identifying the policy, all trust material it loaded and
+ * VERIFY_REVISION: verdicts kept under it (even across restarts and
+ * upgrades) are verdicts this policy and this verifier would give again. */
 void verify_policy_hash(const verify_policy *p, uint8_t out[VERIFY_DIGEST_LEN]);
 
 typedef struct {
@@ -233,6 +240,8 @@ typedef struct {
     int accept_anything;        /* all are insecureAcceptAnything: nothing to verify */
     int rejects;                /* contains "reject": every image is denied */
     int needs_signatures;       /* contains sigstoreSigned: fetch .sig tag and referrers */
+    int checks_now;             /* a requirement (pki) checks certificates at the time of
+                                   evaluation: its verdicts hold only when they are made */
 } verify_requirements;
 
 /* The requirements for registry ("host[:port]") / repository (path,
@@ -267,8 +276,10 @@ int verify_policy_requirements(const verify_policy *p, const char *registry, con
  *     requirement's keys / CA and Rekor keys (plus the trusted root of
  *     verify_policy_options).
  * The result depends only on the arguments, so callers cache it keyed by
- * (manifest digest, tag, verify_policy_hash); with keyless signatures it
- * does not depend on `now` (Rekor time is used), PKI chains do.
+ * (manifest digest, tag, verify_policy_hash); with keys and keyless
+ * signatures it does not depend on `now` (keyless certificates are checked
+ * at the Rekor integrated time), PKI chains do (checks_now in
+ * verify_requirements).
  * ====================================================================== */
 
 #define VERIFY_SIMPLESIGNING_MEDIA_TYPE "application/vnd.dev.cosign.simplesigning.v1+json"

@@ -520,6 +520,33 @@ static void test_scope_requirements(void **state)
     verify_policy_free(p);
 }
 
+/* Which verdicts depend on the time they are made: only PKI chains
+ * (checked at `now`); keys and keyless (Rekor time) do not. */
+static void test_time_dependence(void **state)
+{
+    (void)state;
+    const char *const policies[] = {PKI, PKI_HOST, KEY1, FULCIO};
+    const int want[] = {1, 1, 0, 0};
+    for (size_t i = 0; i < 4; i++) {
+        verify_policy *p = policy(policies[i]);
+        verify_requirements r;
+        assert_int_equal(verify_policy_requirements(p, "localhost:5000", "test", NULL, &r), 0);
+        assert_int_equal(r.checks_now, want[i]);
+        verify_policy_free(p);
+    }
+    /* and a PKI verdict does change with the time of evaluation */
+    layer l;
+    layer_load(&l, FIX "dir-img-cosign-pki-valid/signature-1");
+    verify_verdict v;
+    assert_int_equal(eval_layer(PKI, &l.sig, 1, "dir-img-cosign-pki-valid", "localhost:5000",
+                                "test", NULL, NOW, &v),
+                     VERIFY_ALLOWED);
+    assert_int_equal(eval_layer(PKI, &l.sig, 1, "dir-img-cosign-pki-valid", "localhost:5000",
+                                "test", NULL, 4102444800, &v),
+                     VERIFY_DENIED_CERT_EXPIRED);
+    layer_free(&l);
+}
+
 /* ---- Sigstore bundles ---- */
 
 typedef struct {
@@ -924,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_key_algorithms),
         cmocka_unit_test(test_generated_negatives),
         cmocka_unit_test(test_scope_requirements),
+        cmocka_unit_test(test_time_dependence),
         cmocka_unit_test(test_conformance_vectors),
         cmocka_unit_test(test_cosign_bundle),
         cmocka_unit_test(test_sigstore_go_bundles),
