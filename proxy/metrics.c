@@ -110,6 +110,12 @@ void metrics_render(struct evbuffer *out, uint64_t cache_bytes, uint64_t cache_b
                (long long)load(&m->digest_mismatches));
     render_one(out, "sluice_denied_total", "counter",
                "Requests denied by the trust policy (403 DENIED).", (long long)load(&m->denied));
+    render_one(out, "sluice_trust_verifications_total", "counter",
+               "Trust decisions made by verifying signatures (manifests, kernel modules).",
+               (long long)load(&m->trust_verifications));
+    render_one(out, "sluice_trust_verdicts_reused_total", "counter",
+               "Trust decisions taken from verdicts stored in the cache under the current policy.",
+               (long long)load(&m->trust_verdicts_reused));
     evbuffer_add_printf(out, "# HELP sluice_deltas_served_total Deltas served, by codec.\n"
                              "# TYPE sluice_deltas_served_total counter\n");
     static const char *codecs[3] = {"dcz", "vcdiff", "sluice-bsz"};

@@ -45,7 +45,9 @@ typedef struct {
     atomic_uint_fast64_t corrupt_evictions;
     atomic_uint_fast64_t digest_mismatches;
     atomic_uint_fast64_t denied;
-    atomic_uint_fast64_t deltas_served[3]; /* dcz, vcdiff, sluice-bsz */
+    atomic_uint_fast64_t trust_verifications;   /* signature evaluations run by the daemon */
+    atomic_uint_fast64_t trust_verdicts_reused; /* decisions taken from the cache's verdicts */
+    atomic_uint_fast64_t deltas_served[3];      /* dcz, vcdiff, sluice-bsz */
     atomic_uint_fast64_t delta_bytes_saved;
     atomic_uint_fast64_t delta_computed;
     atomic_uint_fast64_t delta_compute_ms;

@@ -16,6 +16,15 @@
  * the table only holds verdicts of the current policy, so that is the
  * cached-manifest fast path.
  *
+ * Stored verdicts (see trust.h): policy_load hashes what verdicts depend
+ * on into policy_ref.hash; the first asker of an undecided key
+ * (start_decision) looks the cache's verdicts up and, if one may be
+ * reused (stored_usable), decides the table entry from it — its own wait
+ * ends at once — instead of queuing a job; every job's verdict is stored
+ * (store_verdict) unless it rests on a passing failure (job.transient).
+ * Counters: sluice_trust_verifications_total (jobs run) and
+ * sluice_trust_verdicts_reused_total (decisions taken from the cache).
+ *
  * `sluice verify REF` asks differently: trust_find_manifest and
  * trust_decide_manifest run the same fetching and evaluation on the
  * caller's thread, without the table, and report what they found through
@@ -30,6 +39,7 @@
  */
 #include "trust.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -52,6 +62,8 @@
 #define MAX_SIG_BYTES (4u << 20)
 #define MAX_MODULE_BYTES (512u << 20)
 #define MAX_PARENTS 16
+#define MAX_CERT_FILE (1u << 20)
+#define TRUST_HASH_DOMAIN "sluice-trust-verdicts-v1"
 #define BUNDLE_PREFIX "application/vnd.dev.sigstore.bundle"
 #define MANIFEST_ACCEPT                                                                            \
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "        \
@@ -64,6 +76,7 @@ typedef struct policy_ref {
     verify_certs *module_certs;
     char **scopes;
     size_t nscopes;
+    uint8_t hash[32]; /* policy, trust material and module settings: keys stored verdicts */
 } policy_ref;
 
 struct trust {
@@ -90,6 +103,7 @@ typedef struct job {
     char tag[OCI_TAG_MAX + 1];
     int has_tag;
     uint8_t digest[32];
+    int transient;      /* the verdict rests on a passing failure: do not store it */
     trust_note_fn note; /* sluice verify: hears the explanation; NULL in the daemon */
     void *note_arg;
 } job;
@@ -133,17 +147,52 @@ static int split_words(const char *s, char ***out, size_t *n)
     return 0;
 }
 
-static int load_module_certs(policy_ref *p, const config *cfg, char *err, size_t errlen)
+/* Hashes n bytes with their length first, so chunks cannot run together. */
+static void hash_chunk(verify_hasher *h, const void *p, size_t n)
+{
+    uint64_t len = n;
+    verify_hasher_update(h, &len, sizeof(len));
+    verify_hasher_update(h, p, n);
+}
+
+/* A certificate file's bytes (bounded); NULL with err set. */
+static char *read_cert_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = f ? malloc(MAX_CERT_FILE) : NULL;
+    size_t n = buf ? fread(buf, 1, MAX_CERT_FILE, f) : 0;
+    int bad = !buf || ferror(f) || n == MAX_CERT_FILE;
+    if (f)
+        fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: %s", path, !f ? strerror(errno) : "unreadable or too large");
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Loads the module certificates, hashing each file's bytes into h. */
+static int load_module_certs(policy_ref *p, const config *cfg, verify_hasher *h, char *err,
+                             size_t errlen)
 {
     char **files;
     size_t n;
     if (split_words(cfg->module_certs, &files, &n) != 0)
         return -1;
     int rc = 0;
-    if (n) {
+    if (n)
         p->module_certs = verify_certs_new();
-        for (size_t i = 0; i < n && rc == 0; i++)
-            rc = verify_certs_add_file(p->module_certs, files[i], err, errlen);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t len = 0;
+        char *bytes = read_cert_file(files[i], &len, err, errlen), why[256];
+        rc = bytes ? verify_certs_add(p->module_certs, bytes, len, why, sizeof(why)) : -1;
+        if (bytes && rc != 0)
+            snprintf(err, errlen, "%s: %s", files[i], why);
+        if (bytes)
+            hash_chunk(h, bytes, len);
+        free(bytes);
     }
     for (size_t i = 0; i < n; i++)
         free(files[i]);
@@ -151,12 +200,28 @@ static int load_module_certs(policy_ref *p, const config *cfg, char *err, size_t
     return rc;
 }
 
+/* What p's verdicts depend on besides the evidence: the policy (its hash
+ * covers its trust material, trusted root and verify.h's revision) and the
+ * module scopes; the module certificates were hashed into h as loaded. */
+static void finish_hash(policy_ref *p, verify_hasher *h)
+{
+    uint8_t ph[VERIFY_DIGEST_LEN] = {0};
+    if (p->policy)
+        verify_policy_hash(p->policy, ph);
+    hash_chunk(h, ph, p->policy ? sizeof(ph) : 0);
+    for (size_t i = 0; i < p->nscopes; i++)
+        hash_chunk(h, p->scopes[i], strlen(p->scopes[i]));
+    verify_hasher_final(h, p->hash);
+}
+
 static policy_ref *policy_load(const config *cfg, char *err, size_t errlen)
 {
     policy_ref *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
+    verify_hasher *h = verify_hasher_new();
+    if (!p || !h)
+        abort();
     atomic_init(&p->refs, 1);
+    hash_chunk(h, TRUST_HASH_DOMAIN, strlen(TRUST_HASH_DOMAIN));
     if (cfg->policy) {
         verify_policy_options opts = {.trusted_root_path = cfg->trusted_root};
         p->policy = verify_policy_load(cfg->policy, &opts, err, errlen);
@@ -164,14 +229,17 @@ static policy_ref *policy_load(const config *cfg, char *err, size_t errlen)
             goto fail;
     }
     if (split_words(cfg->module_scopes, &p->scopes, &p->nscopes) != 0 ||
-        load_module_certs(p, cfg, err, errlen) != 0)
+        load_module_certs(p, cfg, h, err, errlen) != 0)
         goto fail;
     if (p->nscopes && !p->module_certs) {
         snprintf(err, errlen, "[trust] module_scopes needs module_certs");
         goto fail;
     }
+    finish_hash(p, h);
+    verify_hasher_free(h);
     return p;
 fail:
+    verify_hasher_free(h);
     policy_unref(p);
     return NULL;
 }
@@ -699,6 +767,7 @@ static void evaluate_module(trust *t, job *j, verify_verdict *v)
     buf b = {0};
     if (cached_blob(t, j->digest, MAX_MODULE_BYTES, &b) != 0) {
         v->allowed = 0;
+        j->transient = 1;
         snprintf(v->text, sizeof(v->text), "blob not readable from the cache");
         return;
     }
@@ -712,11 +781,55 @@ static void evaluate_module(trust *t, job *j, verify_verdict *v)
     free(b.data);
 }
 
+/* ---------- verdicts kept in the cache ---------- */
+
+/* Where a verdict is stored: manifests per repository and tag, modules
+ * (not tied to a repository) under "" and "". */
+static const char *store_repo(const job *j)
+{
+    return j->kind == JOB_MODULE ? "" : j->repo_key;
+}
+
+static void store_verdict(trust *t, const job *j, const verify_verdict *v)
+{
+    if (j->transient)
+        return;
+    cache_verdict cv = {.allowed = v->allowed, .decided_at = (uint64_t)time(NULL)};
+    snprintf(cv.reason, sizeof(cv.reason), "%s", v->text);
+    cache_verdict_put(t->d->cache, j->pol->hash, store_repo(j), j->has_tag ? j->tag : "", j->digest,
+                      &cv);
+}
+
+static int stored_get(trust *t, const policy_ref *p, const job *j, cache_verdict *out)
+{
+    cache_snapshot *s = cache_snapshot_new(t->d->cache);
+    int found = s && cache_verdict_get(s, p->hash, store_repo(j), j->has_tag ? j->tag : "",
+                                       j->digest, out) == CACHE_OK;
+    if (s)
+        cache_snapshot_unref(s);
+    return found;
+}
+
+/* Whether a stored verdict may stand in for verifying again. An allowance
+ * rests on a signature that verified, which more evidence cannot undo: it
+ * stands while the policy hash is the same, unless the scope checks
+ * certificates at the current time (pki). A denial may be lifted by
+ * evidence published later (a signature pushed after its image), and a
+ * pki allowance expires with its certificates: those stand for tag_ttl. */
+static int stored_usable(trust *t, const cache_verdict *v, int checks_now)
+{
+    uint64_t now = (uint64_t)time(NULL), ttl = atomic_load(&t->d->tag_ttl);
+    if (v->allowed && !checks_now)
+        return 1;
+    return v->decided_at <= now && now - v->decided_at < ttl;
+}
+
 static void decide(trust *t, job *j, const verify_verdict *v)
 {
     pending_decide(t->verdicts, j->key, j->generation, v->allowed, v->text);
     if (!v->allowed)
         log_warn("trust", "denied: %s: %s", j->key, v->text);
+    store_verdict(t, j, v);
 }
 
 static void run_job(cache *c, void *arg)
@@ -724,6 +837,7 @@ static void run_job(cache *c, void *arg)
     (void)c;
     job *j = arg;
     verify_verdict v = {0};
+    METRIC_ADD(trust_verifications, 1);
     if (j->kind == JOB_MANIFEST)
         evaluate_manifest(j->t, j, &v);
     else
@@ -731,6 +845,29 @@ static void run_job(cache *c, void *arg)
     decide(j->t, j, &v);
     policy_unref(j->pol);
     free(j);
+}
+
+static void prune_job(cache *c, void *arg)
+{
+    uint64_t removed = 0;
+    if (cache_verdict_prune(c, arg, &removed) == CACHE_OK && removed)
+        log_info("trust", "dropped %llu stored verdicts of former policies",
+                 (unsigned long long)removed);
+    free(arg);
+}
+
+/* The daemon (the one with a cache writer) drops former policies'
+ * verdicts; `sluice verify` with a policy of its own leaves them. */
+static void prune_stored(trust *t, const policy_ref *p)
+{
+    uint8_t *keep = malloc(sizeof(p->hash));
+    if (!keep)
+        abort();
+    memcpy(keep, p->hash, sizeof(p->hash));
+    if (t->d->writer)
+        writer_submit(t->verifier, prune_job, keep);
+    else
+        free(keep);
 }
 
 /* ---------- asking (any thread) ---------- */
@@ -756,13 +893,43 @@ static job *job_new(trust *t, job_kind kind, const config_upstream *up, const ch
     return j;
 }
 
-/* Looks key up; schedules `make` if nobody has. ALLOWED, DENIED or PENDING. */
-static trust_state ask(trust *t, const char *key, job *(*make)(void *), void *make_arg,
-                       pending_waiter *w, char *why, size_t whylen)
+typedef struct {
+    trust *t;
+    job_kind kind;
+    const config_upstream *up;
+    const char *repo, *tag, *key;
+    const uint8_t *digest;
+    int checks_now; /* the scope's verdicts depend on when they are made */
+} make_args;
+
+/* First to ask: decides from a usable stored verdict (a wait of w, if it
+ * waits, ends at once), else queues the verification. */
+static trust_state start_decision(trust *t, const make_args *a, uint64_t gen, pending_waiter *w,
+                                  char *why, size_t whylen)
+{
+    job *j = job_new(t, a->kind, a->up, a->repo, a->tag, a->digest, a->key);
+    j->generation = gen;
+    j->pol = current_policy(t);
+    cache_verdict v;
+    if (stored_get(t, j->pol, j, &v) && stored_usable(t, &v, a->checks_now)) {
+        METRIC_ADD(trust_verdicts_reused, 1);
+        pending_decide(t->verdicts, a->key, gen, v.allowed, v.reason);
+        snprintf(why, whylen, "%s", v.reason);
+        policy_unref(j->pol);
+        free(j);
+        return w ? TRUST_PENDING : v.allowed ? TRUST_ALLOWED : TRUST_DENIED;
+    }
+    writer_submit(t->verifier, run_job, j);
+    return TRUST_PENDING;
+}
+
+/* Looks the key up; starts the decision if nobody has. ALLOWED, DENIED or
+ * PENDING. */
+static trust_state ask(trust *t, const make_args *a, pending_waiter *w, char *why, size_t whylen)
 {
     int allowed = 0;
     uint64_t gen = 0;
-    switch (pending_ask(t->verdicts, key, w, &allowed, why, whylen, &gen)) {
+    switch (pending_ask(t->verdicts, a->key, w, &allowed, why, whylen, &gen)) {
     case PENDING_DONE:
         return allowed ? TRUST_ALLOWED : TRUST_DENIED;
     case PENDING_WAITING:
@@ -773,25 +940,7 @@ static trust_state ask(trust *t, const char *key, job *(*make)(void *), void *ma
     case PENDING_FIRST:
         break;
     }
-    job *j = make(make_arg);
-    j->generation = gen;
-    j->pol = current_policy(t);
-    writer_submit(t->verifier, run_job, j);
-    return TRUST_PENDING;
-}
-
-typedef struct {
-    trust *t;
-    job_kind kind;
-    const config_upstream *up;
-    const char *repo, *tag, *key;
-    const uint8_t *digest;
-} make_args;
-
-static job *make_job(void *arg)
-{
-    make_args *a = arg;
-    return job_new(a->t, a->kind, a->up, a->repo, a->tag, a->digest, a->key);
+    return start_decision(t, a, gen, w, why, whylen);
 }
 
 static int is_signature_tag(const char *tag)
@@ -803,9 +952,10 @@ static int is_signature_tag(const char *tag)
 }
 
 /* The policy's word without looking at signatures: 1 accept, 0 reject,
- * -1 signatures needed. */
+ * -1 signatures needed (then *checks_now, if not NULL, says whether the
+ * scope's verdicts depend on the time they are made). */
 static int requirement(policy_ref *p, const config_upstream *up, const char *repo, const char *tag,
-                       char *why, size_t whylen)
+                       int *checks_now, char *why, size_t whylen)
 {
     if (!p->policy)
         return 1;
@@ -820,6 +970,8 @@ static int requirement(policy_ref *p, const config_upstream *up, const char *rep
         snprintf(why, whylen, "the policy rejects %s/%s (scope \"%s\")", registry, repo, req.scope);
         return 0;
     }
+    if (checks_now)
+        *checks_now = req.checks_now;
     return req.accept_anything ? 1 : -1;
 }
 
@@ -839,7 +991,7 @@ trust_state trust_check_manifest(trust *t, const config_upstream *up, const char
     if (atomic_load_explicit(&t->open, memory_order_acquire))
         return TRUST_ALLOWED; /* no lock on the hot path when nothing is enforced */
     char key[700];
-    int allowed = 0;
+    int allowed = 0, checks_now = 0;
     policy_ref *p = current_policy(t);
     int r = is_signature_tag(tag) || !p->policy ? 1 : -1;
     if (r < 0) {
@@ -848,13 +1000,13 @@ trust_state trust_check_manifest(trust *t, const config_upstream *up, const char
         manifest_key(up, repo, tag, digest, key, sizeof(key));
         r = pending_peek(t->verdicts, key, &allowed, why, whylen)
                 ? allowed
-                : requirement(p, up, repo, tag, why, whylen);
+                : requirement(p, up, repo, tag, &checks_now, why, whylen);
     }
     policy_unref(p);
     if (r >= 0)
         return r ? TRUST_ALLOWED : TRUST_DENIED;
-    make_args a = {t, JOB_MANIFEST, up, repo, tag, key, digest};
-    return ask(t, key, make_job, &a, w, why, whylen);
+    make_args a = {t, JOB_MANIFEST, up, repo, tag, key, digest, checks_now};
+    return ask(t, &a, w, why, whylen);
 }
 
 static int in_module_scope(policy_ref *p, const char *repo_key)
@@ -876,8 +1028,8 @@ static trust_blob_state module_check(trust *t, const config_upstream *up, const 
     char hex[VERIFY_DIGEST_TEXT_LEN], key[700];
     verify_digest_format(digest, hex);
     snprintf(key, sizeof(key), "k|%s", hex);
-    make_args a = {t, JOB_MODULE, up, repo, NULL, key, digest};
-    trust_state st = ask(t, key, make_job, &a, w, why, whylen);
+    make_args a = {t, JOB_MODULE, up, repo, NULL, key, digest, 0};
+    trust_state st = ask(t, &a, w, why, whylen);
     return st == TRUST_ALLOWED  ? TRUST_BLOB_OK
            : st == TRUST_DENIED ? TRUST_BLOB_DENIED
                                 : TRUST_BLOB_PENDING;
@@ -917,7 +1069,7 @@ trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const cha
     char repo_key[600];
     transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
     policy_ref *p = current_policy(t);
-    int r = requirement(p, up, repo, NULL, why, whylen);
+    int r = requirement(p, up, repo, NULL, NULL, why, whylen);
     int modules = in_module_scope(p, repo_key);
     policy_unref(p);
     if (r == 0)
@@ -982,6 +1134,21 @@ static void note_scope(const job *j, const verify_requirements *r)
           r->count == 1 ? "" : "s", kinds);
 }
 
+/* What the cache has stored for this question under this policy. */
+static void note_stored(trust *t, const job *j)
+{
+    cache_verdict v;
+    if (!j->note || !stored_get(t, j->pol, j, &v))
+        return;
+    char when[32] = "?";
+    time_t at = (time_t)v.decided_at;
+    struct tm tm;
+    if (gmtime_r(&at, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    notef(j, "stored verdict under this policy (decided %s): %s%s%s", when,
+          v.allowed ? "allowed" : "denied", v.allowed ? "" : ": ", v.allowed ? "" : v.reason);
+}
+
 /* Why the policy alone allows tag (NULL: by digest); req is the matched
  * scope, or NULL when there is no policy. */
 static void allowed_why(const char *tag, const verify_requirements *req, verify_verdict *v)
@@ -1006,7 +1173,9 @@ static int decide_by_policy(const job *j, verify_verdict *v)
     if (named)
         note_scope(j, &req);
     char why[2 * VERIFY_TEXT_MAX] = ""; /* room for requirement()'s longest text */
-    int r = is_signature_tag(tag) ? 1 : requirement(j->pol, j->up, j->repo, tag, why, sizeof(why));
+    int r = is_signature_tag(tag)
+                ? 1
+                : requirement(j->pol, j->up, j->repo, tag, NULL, why, sizeof(why));
     size_t n = strnlen(why, sizeof(v->text) - 1);
     memcpy(v->text, why, n);
     v->text[n] = 0;
@@ -1028,9 +1197,11 @@ trust_state trust_decide_manifest(trust *t, const config_upstream *up, const cha
     j->note_arg = note_arg;
     if (decide_by_policy(j, out) < 0) {
         out->text[0] = 0;
+        note_stored(t, j);
         evaluate_manifest(t, j, out);
         if (out->allowed)
             out->reason = VERIFY_ALLOWED;
+        store_verdict(t, j, out); /* as the daemon would: it may reuse it */
     }
     policy_unref(j->pol);
     free(j);
@@ -1052,6 +1223,7 @@ trust *trust_new(daemon_ctx *d, const config *cfg, char *err, size_t errlen)
         return NULL;
     }
     atomic_init(&t->open, !t->cur->policy && !t->cur->nscopes);
+    prune_stored(t, t->cur);
     return t;
 }
 
@@ -1065,6 +1237,7 @@ int trust_reload(trust *t, const config *cfg, char *err, size_t errlen)
     t->cur = fresh;
     atomic_store(&t->open, !fresh->policy && !fresh->nscopes);
     pending_clear(t->verdicts); /* under mu: no verdict of the old policy survives */
+    prune_stored(t, fresh);     /* the stored ones are keyed by the policy hash anyway */
     pthread_mutex_unlock(&t->mu);
     policy_unref(old);
     return 0;

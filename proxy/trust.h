@@ -16,6 +16,21 @@
  *
  * Verdicts are kept in memory per (repository, tag or digest-only, manifest
  * digest) under the policy generation; SIGHUP (trust_reload) drops them all.
+ * Each decided verdict is also stored in the cache (cache.h's verdicts)
+ * under a hash of the policy, every key, certificate and trusted root it
+ * names, verify.h's revision and the module settings, with the repository,
+ * the tag ("" by digest) and the manifest's digest — so a tag that moves
+ * to another manifest is verified again. Before queuing a verification the
+ * first question about a key looks there: a stored allowance is used as
+ * long as the hash is the same (keyless ones were checked at their Rekor
+ * time, not at the wall clock), except in scopes whose pki requirements
+ * check certificates at the current time; a stored denial (which evidence
+ * published later may lift) and a pki allowance are used for tag_ttl after
+ * they were decided. So a restarted daemon serves what it allowed before
+ * without verifying it again, even with the upstream gone, and a changed
+ * policy (a new hash) finds nothing. The daemon drops the stored verdicts
+ * of former policies when it starts and on SIGHUP; `sluice verify` shows
+ * the stored verdict and stores its own decision the same way.
  */
 #ifndef SLUICE_TRUST_H
 #define SLUICE_TRUST_H

@@ -182,6 +182,69 @@ def test_verdicts_offline_from_cached_signatures(site, sluice_factory, registry)
     assert b.status == 200 and sha256_digest(b.body) == d
 
 
+def trust_counts(sl):
+    m = sl.metrics()
+    return (m.value("sluice_trust_verifications_total"),
+            m.value("sluice_trust_verdicts_reused_total"))
+
+
+def test_verdicts_stored_in_the_cache(site, sluice_factory, registry, sluice_bin):
+    pol = site.policy(site.signed_by_key())
+    conf = f"[trust]\npolicy = {pol}\n"
+    sl = sluice_factory(registry.url, config=conf, tag_ttl=3600)
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    d, b = layer(sl, site, "drivers/nvme", "signed")
+    assert b.status == 200
+    assert_denied(manifest(sl, "drivers/nvme", "unsigned"), "signature")
+    verified, reused = trust_counts(sl)
+    assert verified >= 3 and reused == 0, (verified, reused)
+    # a new process on the same cache, the upstream gone: decided from the
+    # stored verdicts, nothing verified again
+    sl.stop()
+    registry.stop()
+    sl.start()
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    d, b = layer(sl, site, "drivers/nvme", "signed")
+    assert b.status == 200 and sha256_digest(b.body) == d
+    assert_denied(manifest(sl, "drivers/nvme", "unsigned"), "signature")
+    verified, reused = trust_counts(sl)
+    assert verified == 0 and reused >= 3, (verified, reused)
+    # `sluice verify` sees the same stored verdict (and decides the same)
+    common = ["--config", os.path.join(sl.dir, "sluice.conf"), "--cache", sl.cache,
+              "--upstream", registry.url, "--offline"]
+    r = verify_ref(sluice_bin, *common, "drivers/nvme:signed")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"stored verdict under this policy \(decided \d{4}-\d\d-\d\dT[0-9:]+Z\): "
+                     r"allowed", r.stdout), r.stdout
+    # another policy is another hash: nothing stored applies, verdicts change
+    # (decided from the signatures the cache holds)
+    site.policy({"type": "sigstoreSigned", "keyPath": site.other_key[1],
+                 "signedIdentity": {"type": "matchRepository"}})
+    os.kill(sl.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded" in sl.stderr(), 5, what="reload")
+    assert_denied(manifest(sl, "drivers/nvme", "signed"))
+    assert manifest(sl, "drivers/nvme", "unsigned").status == 200
+    verified, reused2 = trust_counts(sl)
+    assert verified >= 2 and reused2 == reused, (verified, reused2)
+    wait_until(lambda: "dropped" in sl.stderr(), 5, what="the former policy's verdicts dropped")
+
+
+def test_moved_tag_is_verified_again(site, sluice_factory, registry):
+    pol = site.policy(site.signed_by_key())
+    sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n", tag_ttl=0)
+    assert manifest(sl, "drivers/nvme", "signed").status == 200
+    before, _ = trust_counts(sl)
+    # the tag now names the manifest signed by another key
+    push(str(site.tmp / "lay-drivers_nvme-otherkey"), "otherkey", registry.host, "drivers/nvme",
+         dest_tag="signed")
+    r = manifest(sl, "drivers/nvme", "signed")
+    assert_denied(r)
+    after, _ = trust_counts(sl)
+    assert after > before
+    sl.restart()
+    assert_denied(manifest(sl, "drivers/nvme", "signed"))
+
+
 def test_bad_policy_is_a_startup_error(sluice_bin, tmp_path):
     p = tmp_path / "policy.json"
     p.write_text('{"default": [{"type": "insecureAcceptAnything", "bogus": 1}]}')
