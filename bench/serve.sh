@@ -9,12 +9,15 @@
 # is stopped by PID on exit (idle servers stay up until then: the registry is
 # also Sluice's upstream). Each server's objects are fetched and checked
 # against their digest before timing (Sluice's cache is primed that way).
-# Peak RSS is VmHWM from /proc/PID/status (nginx: master + workers summed),
-# reset with /proc/PID/clear_refs before each server's runs where the kernel
-# allows, read after them.
+# Each cell (object x connections) runs RUNS times with the servers taking
+# turns, and the table shows medians; a ratio is the median over the runs of
+# server/nginx in the same run. Peak RSS is VmHWM from /proc/PID/status
+# (nginx: master + workers summed), reset with /proc/PID/clear_refs once all
+# servers are up and primed, where the kernel allows, read after all runs.
 #
 # Environment:
-#   DURATION=5        seconds per wrk cell
+#   DURATION=5        seconds per wrk run
+#   RUNS=3            runs per cell (medians are reported)
 #   CONNS="16 256"    connection counts
 #   THREADS=2         wrk threads
 #   SERVERS="nginx sluice registry"   which servers (nginx first: ratios need it)
@@ -25,6 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=/usr/bin/python3
 DURATION=${DURATION:-5}
+RUNS=${RUNS:-3}
 CONNS=${CONNS:-"16 256"}
 THREADS=${THREADS:-2}
 SERVERS=${SERVERS:-"nginx sluice registry"}
@@ -73,7 +77,6 @@ mapfile -t OBJECTS < <("$PY" -c 'import json,sys; [print(k, v["kind"], v["digest
 read -r _ _ MANIFEST_DIGEST _ <<<"${OBJECTS[0]}"   # the manifest comes first
 
 # registry: receives the push, is Sluice's upstream, and is benchmarked itself
-# (its peak RSS is reset before its own runs)
 RPORT=$(free_port)
 mkdir -p "$WORK/registry"
 cat > "$WORK/registry/config.yml" <<EOF
@@ -196,53 +199,79 @@ EOF
 
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
+# every server up and checked first; then each cell runs RUNS times, the
+# servers taking turns within each run, so a change in the machine's load
+# falls on all of them alike
 for server in $SERVERS; do
   start_server "$server"
-  port=$(port_of "$server")
-  check_objects "$port"
-  echo "bench: $server on 127.0.0.1:$port (pids $(pids_of "$server" | tr '\n' ' '))" >&2
-  reset_hwm "$server"
-  for o in "${OBJECTS[@]}"; do
-    read -r name kind digest _ <<<"$o"
-    for c in $CONNS; do
-      out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 30s -H "Accept: $MT_MANIFEST" \
-              -s "$WORK/report.lua" "http://127.0.0.1:$port/v2/$REPO/$kind/$digest" 2>&1) || true
-      echo "$out" >>"$WORK/wrk-$server.log"
-      line=$(grep '^RESULT ' <<<"$out" | tail -1)
-      [ -n "$line" ] || { echo "$out" >&2; die "wrk failed for $server $name c=$c"; }
-      echo "$server $name $c ${line#RESULT }" >>"$RESULTS"
-      printf 'bench:   %-8s %-10s c=%-4s %s\n' "$server" "$name" "$c" "${line#RESULT }" >&2
+  check_objects "$(port_of "$server")"
+  echo "bench: $server on 127.0.0.1:$(port_of "$server") (pids $(pids_of "$server" | tr '\n' ' '))" >&2
+done
+for server in $SERVERS; do reset_hwm "$server"; done
+for o in "${OBJECTS[@]}"; do
+  read -r name kind digest _ <<<"$o"
+  for c in $CONNS; do
+    for run in $(seq 1 "$RUNS"); do
+      for server in $SERVERS; do
+        port=$(port_of "$server")
+        out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 30s -H "Accept: $MT_MANIFEST" \
+                -s "$WORK/report.lua" "http://127.0.0.1:$port/v2/$REPO/$kind/$digest" 2>&1) || true
+        echo "$out" >>"$WORK/wrk-$server.log"
+        line=$(grep '^RESULT ' <<<"$out" | tail -1)
+        [ -n "$line" ] || { echo "$out" >&2; die "wrk failed for $server $name c=$c"; }
+        echo "$server $name $c $run ${line#RESULT }" >>"$RESULTS"
+        printf 'bench:   %-8s %-10s c=%-4s run %s: %s\n' "$server" "$name" "$c" "$run" "${line#RESULT }" >&2
+      done
     done
   done
+done
+for server in $SERVERS; do
   echo "RSS $server $(hwm_kib "$server") $(pids_of "$server" | wc -l)" >>"$RESULTS"
-  # servers stay up (idle) until the end: the registry is Sluice's upstream
 done
 
-"$PY" - "$RESULTS" "$DURATION" "$THREADS" "$(nproc)" <<'EOF'
+"$PY" - "$RESULTS" "$DURATION" "$THREADS" "$(nproc)" "$RUNS" <<'EOF'
 import sys
-path, duration, threads, ncpu = sys.argv[1:5]
-cells, rss, order = {}, {}, []
+path, duration, threads, ncpu, nruns = sys.argv[1:6]
+runs, rss, order = {}, {}, []
 for line in open(path):
     f = line.split()
     if f[0] == "RSS":
         rss[f[1]] = (int(f[2]), int(f[3]))
         continue
-    server, obj, conns = f[0], f[1], int(f[2])
-    rps, mbs, p50, p99, non2xx, errs, n = float(f[3]), float(f[4]), float(f[5]), float(f[6]), int(f[7]), int(f[8]), int(f[9])
-    cells[(server, obj, conns)] = (rps, mbs, p50, p99, non2xx, errs, n)
+    server, obj, conns, run = f[0], f[1], int(f[2]), int(f[3])
+    rps, mbs, p50, p99, non2xx, errs, n = float(f[4]), float(f[5]), float(f[6]), float(f[7]), int(f[8]), int(f[9]), int(f[10])
+    runs.setdefault((server, obj, conns), {})[run] = (rps, mbs, p50, p99, non2xx, errs, n)
     if server not in order:
         order.append(server)
 objs = []
-for (s, o, c) in cells:
+for (s, o, c) in runs:
     if (o, c) not in objs:
         objs.append((o, c))
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2 if xs else 0
+
+# a cell: medians over its runs; errors and requests summed
+cells = {}
+for key, by_run in runs.items():
+    vals = list(by_run.values())
+    cells[key] = tuple(median([v[i] for v in vals if v[6] or i < 2]) for i in range(4)) + \
+        tuple(sum(v[i] for v in vals) for i in (4, 5, 6))
+
+def paired_ratio(s, o, c, i):
+    """median over runs of (server's value / nginx's value in the same run)"""
+    mine, ng = runs.get((s, o, c), {}), runs.get(("nginx", o, c), {})
+    rs = [mine[r][i] / ng[r][i] for r in mine if r in ng and ng[r][i] and (i < 2 or (mine[r][6] and ng[r][6]))]
+    return "%.2fx" % median(rs) if rs else "-"
 
 def ratio(a, b):
     return "%.2fx" % (a / b) if b else "-"
 
 print()
-print(f"Serving benchmark: wrk -t{threads}, {duration}s per cell, {ncpu} cores; MB = 10^6 bytes; "
-      "ratios are server/nginx (req/s: higher is better; p99: lower is better)")
+print(f"Serving benchmark: wrk -t{threads}, {duration}s per run, {nruns} run(s) per cell, {ncpu} cores; "
+      "MB = 10^6 bytes; requests: summed over the runs; req/s, MB/s, p50, p99: medians; ratios: median over the runs of "
+      "server/nginx in the same run (req/s: higher is better; p99: lower is better)")
 print()
 hdr = "%-11s %5s  %-9s %8s %11s %10s %9s %9s %9s %8s  %s" % ("object", "conns", "server", "requests", "req/s", "MB/s",
                                                                 "p50 ms", "p99 ms", "req/s/ng", "p99/ng", "errors")
@@ -260,10 +289,10 @@ for o, c in objs:
             err = (err + "; " if err else "") + "no request completed (raise DURATION)"
         lat = lambda v: "%9.2f" % v if n else "%9s" % "-"
         print("%-11s %5d  %-9s %8d %11.0f %10.1f %s %s %9s %8s  %s" % (
-            o, c, s, n, rps, mbs, lat(p50), lat(p99), ratio(rps, base[0]) if base else "-",
-            ratio(p99, base[3]) if base and n and base[6] else "-", err))
+            o, c, s, n, rps, mbs, lat(p50), lat(p99), paired_ratio(s, o, c, 0) if base else "-",
+            paired_ratio(s, o, c, 3) if base else "-", err))
     print()
-print("peak RSS (VmHWM during its runs)")
+print("peak RSS (VmHWM during the runs)")
 nb = rss.get("nginx", (0, 0))[0]
 for s in order:
     kib, nproc = rss.get(s, (0, 0))
