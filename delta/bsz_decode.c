@@ -336,7 +336,7 @@ static void dec_free(bsz_dec *d)
 {
     for (int i = 0; i < BSZ_NSTREAMS; i++) {
         bsz_reader_free(d->r[i]);
-        free(d->s[i].owned);
+        dmem_free(d->s[i].owned);
     }
     elfmap_view_free(&d->view);
 }

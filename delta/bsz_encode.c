@@ -68,7 +68,7 @@ static delta_status find_covers(const uint8_t *base, size_t base_len, const uint
 {
     if (base_len < 4 || target_len < 4)
         return DELTA_OK;
-    int32_t *sa = malloc(base_len * sizeof *sa);
+    int32_t *sa = dmem_alloc(base_len * sizeof *sa);
     if (!sa)
         return DELTA_ENOMEM;
     delta_status st = DELTA_OK;
@@ -77,7 +77,7 @@ static delta_status find_covers(const uint8_t *base, size_t base_len, const uint
     else if (bsz_find_covers(base, base_len, sa, target, target_len, cv, o->progress,
                              o->progress_arg) != 0)
         st = DELTA_ENOMEM;
-    free(sa);
+    dmem_free(sa);
     return st;
 }
 

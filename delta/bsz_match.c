@@ -178,7 +178,7 @@ static int push(bsz_covers *cv, bsz_cover m)
 {
     if (cv->n == cv->cap) {
         size_t cap = cv->cap ? cv->cap * 2 : 256;
-        bsz_cover *v = realloc(cv->v, cap * sizeof *v);
+        bsz_cover *v = dmem_realloc(cv->v, cap * sizeof *v);
         if (!v)
             return -1;
         cv->v = v;
@@ -360,7 +360,7 @@ int bsz_find_covers(const uint8_t *base, size_t base_len, const int32_t *sa, con
 
 void bsz_covers_free(bsz_covers *c)
 {
-    free(c->v);
+    dmem_free(c->v);
     c->v = NULL;
     c->n = c->cap = 0;
 }

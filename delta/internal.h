@@ -2,8 +2,9 @@
  * internal.h — what the files of delta/ share and the public header does not
  * say: error reporting, the buffered sink every codec writes through, the
  * input source every decoder reads from (a buffer or a read callback, with
- * the bytes delta_detect already looked at pushed back), a growable byte
- * buffer, LEB128 varints, and each codec's entry points.
+ * the bytes delta_detect already looked at pushed back), the allocator for
+ * large working memory, a growable byte buffer, LEB128 varints, and each
+ * codec's entry points.
  *
  * Not installed and not part of the API; the unit tests include it to reach
  * the pieces directly.
@@ -83,7 +84,39 @@ size_t delta_src_peek(delta_src *s, size_t n, const uint8_t **p);
  * them. */
 const uint8_t *delta_src_take_mem(delta_src *s, size_t *n);
 
-/* ---- growable buffer ---- */
+/* ---- large working memory ----
+ *
+ * Suffix arrays, streams, coder tables and windows come from dmem: blocks
+ * of DMEM_MAP_MIN bytes or more are mapped with mmap and unmapped when
+ * freed, smaller ones come from malloc. Memory one stage frees is thus
+ * returned to the system at once instead of staying resident in the malloc
+ * heap for the rest of the call (and glibc's dynamic mmap threshold, which
+ * rises each time it frees a large block of its own, never grows because
+ * of us), so an encode's peak is that of its largest stage, not their sum,
+ * and AUTO's peak is that of its largest codec. zstd and liblzma allocate
+ * through dmem too (ZSTD_customMem and lzma_allocator built from the
+ * callbacks below). */
+
+#define DMEM_MAP_MIN ((size_t)64 << 10)
+
+/* Like malloc/realloc/free (dmem_alloc(0) returns a valid block). Blocks
+ * must be freed with dmem_free, never free. */
+void *dmem_alloc(size_t n);
+void *dmem_calloc(size_t count, size_t size);
+void *dmem_realloc(void *p, size_t n);
+void dmem_free(void *p);
+/* Bytes held in dmem blocks by the whole process: now, and at most since
+ * the last dmem_peak_reset (which sets the peak to the current amount). For
+ * tests and measurements; the counters are atomic. */
+size_t dmem_live(void);
+size_t dmem_peak(void);
+void dmem_peak_reset(void);
+/* The same with the signatures of ZSTD_customMem and lzma_allocator. */
+void *dmem_zstd_alloc(void *opaque, size_t n);
+void *dmem_lzma_alloc(void *opaque, size_t count, size_t size);
+void dmem_cb_free(void *opaque, void *p);
+
+/* ---- growable buffer (its memory comes from dmem) ---- */
 
 typedef struct {
     uint8_t *p;

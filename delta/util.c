@@ -1,8 +1,8 @@
 /*
  * util.c — plumbing shared by the codecs: error messages, the buffered and
  * counted output sink, the input source (a buffer or a read callback, with a
- * push-back area so that format detection can look at the first bytes), a
- * growable byte buffer and LEB128 varints.
+ * push-back area so that format detection can look at the first bytes), the
+ * large-block allocator (dmem), a growable byte buffer and LEB128 varints.
  *
  * The sink collects small writes into one DELTA_CHUNK buffer and hands full
  * chunks (and whatever remains at flush) to the caller's callback, so the
@@ -10,9 +10,11 @@
  * beyond its limit, which is how decoders honour delta_options.max_target.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -212,6 +214,157 @@ const uint8_t *delta_src_take_mem(delta_src *s, size_t *n)
     return p;
 }
 
+/* ---- dmem ---- */
+
+/* Every block starts with this header; the caller's pointer follows it (16
+ * bytes in, which keeps malloc's alignment). */
+typedef struct {
+    size_t len;    /* bytes the caller asked for */
+    size_t mapped; /* bytes mapped including the header, or 0 for malloc */
+} dmem_head;
+
+#define DMEM_MAX (SIZE_MAX / 2)
+
+static atomic_size_t live_bytes, peak_bytes;
+
+static void account(size_t add, size_t sub)
+{
+    size_t now =
+        atomic_fetch_add_explicit(&live_bytes, add - sub, memory_order_relaxed) + add - sub;
+    size_t peak = atomic_load_explicit(&peak_bytes, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(
+                             &peak_bytes, &peak, now, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+size_t dmem_live(void)
+{
+    return atomic_load_explicit(&live_bytes, memory_order_relaxed);
+}
+
+size_t dmem_peak(void)
+{
+    return atomic_load_explicit(&peak_bytes, memory_order_relaxed);
+}
+
+void dmem_peak_reset(void)
+{
+    atomic_store_explicit(&peak_bytes, dmem_live(), memory_order_relaxed);
+}
+
+static size_t page_round(size_t n)
+{
+    return (n + 4095) & ~(size_t)4095;
+}
+
+static int dmem_mapped_size(size_t n, size_t *total)
+{
+    *total = n + sizeof(dmem_head);
+    if (*total < DMEM_MAP_MIN)
+        return 0;
+    *total = page_round(*total);
+    return 1;
+}
+
+void *dmem_alloc(size_t n)
+{
+    if (n > DMEM_MAX)
+        return NULL;
+    size_t total;
+    dmem_head *h;
+    if (dmem_mapped_size(n, &total)) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        h = m;
+        h->mapped = total;
+    } else {
+        h = malloc(total);
+        if (!h)
+            return NULL;
+        h->mapped = 0;
+    }
+    h->len = n;
+    account(n, 0);
+    return h + 1;
+}
+
+void *dmem_calloc(size_t count, size_t size)
+{
+    if (size && count > DMEM_MAX / size)
+        return NULL;
+    void *p = dmem_alloc(count * size);
+    /* Fresh mappings are already zero. */
+    if (p && ((dmem_head *)p - 1)->mapped == 0)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void dmem_free(void *p)
+{
+    if (!p)
+        return;
+    dmem_head *h = (dmem_head *)p - 1;
+    account(0, h->len);
+    if (h->mapped)
+        munmap(h, h->mapped);
+    else
+        free(h);
+}
+
+void *dmem_realloc(void *p, size_t n)
+{
+    if (!p)
+        return dmem_alloc(n);
+    if (n > DMEM_MAX)
+        return NULL;
+    dmem_head *h = (dmem_head *)p - 1;
+    size_t total;
+    int map = dmem_mapped_size(n, &total);
+    if (map && h->mapped) {
+        void *m = total == h->mapped ? (void *)h : mremap(h, h->mapped, total, MREMAP_MAYMOVE);
+        if (m == MAP_FAILED)
+            return NULL;
+        h = m;
+        h->mapped = total;
+    } else if (!map && !h->mapped) {
+        h = realloc(h, total);
+        if (!h)
+            return NULL;
+    } else {
+        /* Crossing between malloc and mmap: move the bytes. */
+        uint8_t *q = dmem_alloc(n);
+        if (!q)
+            return NULL;
+        memcpy(q, p, h->len < n ? h->len : n);
+        dmem_free(p);
+        return q;
+    }
+    account(n, h->len);
+    h->len = n;
+    return h + 1;
+}
+
+void *dmem_zstd_alloc(void *opaque, size_t n)
+{
+    (void)opaque;
+    return dmem_alloc(n);
+}
+
+void *dmem_lzma_alloc(void *opaque, size_t count, size_t size)
+{
+    (void)opaque;
+    if (size && count > SIZE_MAX / size)
+        return NULL;
+    return dmem_alloc(count * size);
+}
+
+void dmem_cb_free(void *opaque, void *p)
+{
+    (void)opaque;
+    dmem_free(p);
+}
+
 /* ---- dbuf ---- */
 
 int dbuf_reserve(dbuf *b, size_t extra)
@@ -223,7 +376,7 @@ int dbuf_reserve(dbuf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < extra)
         cap *= 2;
-    uint8_t *p = realloc(b->p, cap);
+    uint8_t *p = dmem_realloc(b->p, cap);
     if (!p)
         return -1;
     b->p = p;
@@ -255,7 +408,7 @@ int dbuf_varint(dbuf *b, uint64_t v)
 
 void dbuf_free(dbuf *b)
 {
-    free(b->p);
+    dmem_free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
 }
