@@ -8,13 +8,18 @@
  * out the decoded bytes chunk by chunk, so a decoder never holds a whole
  * decoded stream.
  *
- * Memory: the encoders use a window of at most 1 MiB (ENC_WINDOW_MAX; never
- * beyond the stream length), shrunk further if the coder's estimated usage
- * would exceed the budget it is given, so a decoder of Sluice's deltas needs
- * at most 1 MiB per stream. The decoder accepts a dictionary only
- * up to the stream's length (rounded up to LZMA2's 4 KiB minimum) and a zstd
- * window only up to the stream's length and the caller's limit, so a hostile
- * descriptor cannot make it allocate more than the data could need.
+ * Memory: the candidates are tried one after another and only the smallest
+ * output so far is kept. The encoders use a window of at most 256 KiB
+ * (ENC_WINDOW_MAX; never beyond the stream length, so small streams get
+ * small coders), about 4 MiB of LZMA2 match finder at most, shrunk further
+ * if the coder's estimated usage would exceed the budget it is given; a
+ * decoder of Sluice's deltas thus needs at most 256 KiB of dictionary per
+ * stream. Coders allocate through dmem, so their tables go back to the
+ * system as soon as each candidate is done. The decoder accepts a
+ * dictionary only up to the stream's length (rounded up to LZMA2's 4 KiB
+ * minimum) and a zstd window only up to the stream's length and the
+ * caller's limit, so a hostile descriptor cannot make it allocate more than
+ * the data could need.
  */
 #include <lzma.h>
 #include <stdlib.h>
@@ -26,12 +31,15 @@
 
 #include "bsz_format.h"
 
-#define READ_CHUNK (64 * 1024)
+#define READ_CHUNK (32 * 1024)
 /* The encoders' dictionary / window: delta streams are local (their repeats
- * are near one another), and on kernel-module pairs anything from 64 KiB to
- * 8 MiB codes them within 0.3% of each other, so 1 MiB keeps both sides'
- * memory small and fixed. */
-#define ENC_WINDOW_MAX ((size_t)1 << 20)
+ * are near one another); on kernel-module pairs anything from 64 KiB to
+ * 8 MiB codes them within 0.3% of each other (256 KiB was smallest in
+ * total), and 256 KiB keeps both sides' memory small and fixed. */
+#define ENC_WINDOW_MAX ((size_t)256 << 10)
+
+static const lzma_allocator LZMA_DMEM = {dmem_lzma_alloc, dmem_cb_free, NULL};
+static const ZSTD_customMem ZSTD_DMEM = {dmem_zstd_alloc, dmem_cb_free, NULL};
 
 /* ---- encoding ---- */
 
@@ -79,7 +87,7 @@ static void lzma_filters(lzma_filter f[3], lzma_options_lzma *opt, const lzma_tu
     f[k] = (lzma_filter){LZMA_VLI_UNKNOWN, NULL};
 }
 
-/* LZMA2-compresses raw into *comp (malloc'd); 0 on success. */
+/* LZMA2-compresses raw into *comp (dmem); 0 on success. */
 static int try_lzma(const uint8_t *raw, size_t n, const lzma_tune *t, size_t budget, uint8_t **comp,
                     size_t *comp_len, uint32_t *dict)
 {
@@ -95,13 +103,14 @@ static int try_lzma(const uint8_t *raw, size_t n, const lzma_tune *t, size_t bud
     lzma_filters(f, &opt, t);
     while (opt.dict_size > BSZ_MIN_DICT && lzma_raw_encoder_memusage(f) > budget)
         opt.dict_size >>= 1;
+    /* Only the pages the coder writes become resident. */
     size_t cap = n + n / 64 + 1024;
-    uint8_t *out = malloc(cap);
+    uint8_t *out = dmem_alloc(cap);
     if (!out)
         return -1;
     size_t pos = 0;
-    if (lzma_raw_buffer_encode(f, NULL, raw, n, out, &pos, cap) != LZMA_OK) {
-        free(out);
+    if (lzma_raw_buffer_encode(f, &LZMA_DMEM, raw, n, out, &pos, cap) != LZMA_OK) {
+        dmem_free(out);
         return -1;
     }
     *comp = out;
@@ -120,9 +129,9 @@ static unsigned wlog_for(size_t n)
 
 static int try_zstd(const uint8_t *raw, size_t n, size_t budget, uint8_t **comp, size_t *comp_len)
 {
-    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx *c = ZSTD_createCCtx_advanced(ZSTD_DMEM);
     size_t cap = ZSTD_compressBound(n);
-    uint8_t *out = malloc(cap);
+    uint8_t *out = dmem_alloc(cap);
     int rc = -1;
     if (c && out) {
         int level = ZSTD_maxCLevel();
@@ -146,7 +155,7 @@ static int try_zstd(const uint8_t *raw, size_t n, size_t budget, uint8_t **comp,
             rc = 0;
         }
     }
-    free(out);
+    dmem_free(out);
     ZSTD_freeCCtx(c);
     return rc;
 }
@@ -161,10 +170,10 @@ typedef struct {
 static void consider(choice *best, int method, uint8_t *comp, size_t comp_len, uint32_t dict)
 {
     if (comp_len < best->comp_len) {
-        free(best->comp);
+        dmem_free(best->comp);
         *best = (choice){method, comp, comp_len, dict};
     } else {
-        free(comp);
+        dmem_free(comp);
     }
 }
 
@@ -198,7 +207,7 @@ delta_status bsz_stream_encode(int stream, const uint8_t *raw, size_t n, size_t 
         }
     }
     delta_status st = write_stream(&best, raw, n, out);
-    free(best.comp);
+    dmem_free(best.comp);
     return st;
 }
 
@@ -230,6 +239,7 @@ static delta_status init_lzma(bsz_reader *r, uint64_t dict)
     lzma_filter f[3];
     lzma_filters(f, &r->lzopt, &t);
     r->lz = (lzma_stream)LZMA_STREAM_INIT;
+    r->lz.allocator = &LZMA_DMEM;
     lzma_ret lr = lzma_raw_decoder(&r->lz, f);
     if (lr == LZMA_MEM_ERROR)
         return DELTA_ENOMEM;
@@ -245,7 +255,7 @@ static delta_status init_zstd(bsz_reader *r, unsigned max_wlog)
     unsigned w = wlog_for(r->raw_len);
     if (w > max_wlog)
         return DELTA_ELIMIT;
-    r->z = ZSTD_createDCtx();
+    r->z = ZSTD_createDCtx_advanced(ZSTD_DMEM);
     if (!r->z)
         return DELTA_ENOMEM;
     if (ZSTD_isError(ZSTD_DCtx_setParameter(r->z, ZSTD_d_windowLogMax, (int)w)))
