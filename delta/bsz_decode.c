@@ -8,10 +8,11 @@
  * is validated against what the declared target length allows before
  * anything is allocated, and payloads of a delta held in memory are used in
  * place (a streamed delta is read into buffers that grow only as bytes
- * arrive). If the ELF flag is set, the map stream is decoded and applied to a
- * view of the base (elfmap.c). Then the control records are replayed:
- * literal bytes from the extra stream, a seek in the base, cover bytes as
- * diff + base. Each stream is decoded incrementally by a bsz_reader, output
+ * arrive). If the ELF flag is set, the map stream is decoded and parsed into
+ * a transform that produces the preconditioned base range by range, as
+ * covers need it (elfmap.c; nothing of the base is copied). Then the control
+ * records are replayed: literal bytes from the extra stream, a seek in the
+ * base, cover bytes as diff + base. Each stream is decoded incrementally by a bsz_reader, output
  * goes out in chunks, every length and position is checked before use, the
  * decoder never produces more than the declared target length, and at the
  * end every stream must be exhausted and the output's CRC-64 must match.
@@ -97,7 +98,8 @@ typedef struct {
     bsz_header h;
     stream_desc s[BSZ_NSTREAMS];
     bsz_reader *r[BSZ_NSTREAMS];
-    elfmap_view view;
+    const uint8_t *base;
+    elfmap_xform *xform; /* NULL without an ELF map: covers read the base itself */
     uint64_t crc;
 } bsz_dec;
 
@@ -191,9 +193,10 @@ static delta_status read_streams(bsz_dec *d, delta_src *in, unsigned max_wlog)
 static delta_status load_map(bsz_dec *d, const uint8_t *base, size_t base_len)
 {
     uint64_t n = d->s[BSZ_S_MAP].raw_len;
+    d->base = base;
     if (!(d->h.flags & BSZ_FLAG_ELF))
-        return n == 0 ? elfmap_view_plain(&d->view, base, base_len) : DELTA_ECORRUPT;
-    uint8_t *map = malloc(n ? (size_t)n : 1);
+        return n == 0 ? DELTA_OK : DELTA_ECORRUPT;
+    uint8_t *map = dmem_alloc((size_t)n);
     if (!map)
         return DELTA_ENOMEM;
     size_t got = 0;
@@ -201,14 +204,14 @@ static delta_status load_map(bsz_dec *d, const uint8_t *base, size_t base_len)
         const uint8_t *p;
         long r = bsz_reader_get(d->r[BSZ_S_MAP], (size_t)(n - got), &p);
         if (r <= 0) {
-            free(map);
+            dmem_free(map);
             return DELTA_ECORRUPT;
         }
         memcpy(map + got, p, (size_t)r);
         got += (size_t)r;
     }
-    delta_status st = elfmap_apply(base, base_len, map, (size_t)n, &d->view);
-    free(map);
+    delta_status st = elfmap_xform_new(base, base_len, map, (size_t)n, &d->xform);
+    dmem_free(map);
     return st;
 }
 
@@ -258,20 +261,29 @@ static void add_bytes(uint8_t *restrict out, const uint8_t *restrict diff,
         out[k] = (uint8_t)(diff[k] + base[k]);
 }
 
-/* Adds n diff bytes to the base view from position pos, straight into the
- * sink's buffer. */
+static void add_in_place(uint8_t *restrict out, const uint8_t *restrict diff, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        out[k] = (uint8_t)(out[k] + diff[k]);
+}
+
+/* Adds n diff bytes to the (preconditioned) base from position pos,
+ * straight into the sink's buffer. */
 static delta_status copy_cover(bsz_dec *d, uint64_t pos, uint64_t n, delta_sink *out)
 {
     while (n > 0) {
-        size_t run;
-        const uint8_t *b = elfmap_view_at(&d->view, pos, &run);
         uint8_t *dst;
-        run = delta_sink_space(out, run < n ? run : (size_t)n, &dst);
+        size_t run = delta_sink_space(out, n < DELTA_CHUNK ? (size_t)n : DELTA_CHUNK, &dst);
         const uint8_t *p;
         long r = bsz_reader_get(d->r[BSZ_S_DIFF], run, &p);
         if (r <= 0)
             return DELTA_ECORRUPT;
-        add_bytes(dst, p, b, (size_t)r);
+        if (d->xform) {
+            elfmap_xform_read(d->xform, pos, (size_t)r, dst);
+            add_in_place(dst, p, (size_t)r);
+        } else {
+            add_bytes(dst, p, d->base + pos, (size_t)r);
+        }
         d->crc = lzma_crc64(dst, (size_t)r, d->crc);
         delta_status st = delta_sink_commit(out, (size_t)r);
         if (st != DELTA_OK)
@@ -338,7 +350,7 @@ static void dec_free(bsz_dec *d)
         bsz_reader_free(d->r[i]);
         dmem_free(d->s[i].owned);
     }
-    elfmap_view_free(&d->view);
+    elfmap_xform_free(d->xform);
 }
 
 delta_status bsz_decode(const uint8_t *base, size_t base_len, delta_src *in, const delta_options *o,

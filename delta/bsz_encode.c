@@ -3,12 +3,15 @@
  * the base, suffix array, cover search, the six streams and their entropy
  * coding, in that order (format: delta/FORMAT.md).
  *
- * Memory: the suffix array (4 bytes per base byte) exists only during the
- * cover search; the raw streams (at most one byte per target byte for diff
- * plus extra, a few bytes per record for control) are freed as soon as each
- * is compressed; the entropy coders use at most a 1 MiB window (about
- * 12 MiB of LZMA2 match finder). With the inputs themselves that keeps an
- * encode near 8x the base plus a constant.
+ * Memory, stage by stage (every large block comes from dmem, so a stage's
+ * memory is returned before the next one starts): the first cover search
+ * holds the suffix array of the base (4 bytes per base byte); learning the
+ * ELF map holds the field pairs the covers align (24 bytes each, 1.5-3x
+ * the base for a kernel module); the second search holds the preconditioned
+ * copy of the base and its suffix array (5x the base, the peak); the raw
+ * streams take about one byte per target byte and are freed one by one as
+ * they are compressed, by one entropy coder at a time (at most 4.2 MiB).
+ * With the inputs themselves an encode thus stays near 7x the base.
  */
 #include <divsufsort.h>
 #include <lzma.h>
@@ -18,8 +21,8 @@
 #include "bsz_format.h"
 #include "elfmap.h"
 
-/* Entropy coders' working memory: twice the base, at least 16 MiB (enough
- * for LZMA2 with the 1 MiB dictionary bsz_entropy.c uses at most). */
+/* Entropy coders' working memory: twice the base, at least 16 MiB (more than
+ * LZMA2 with the 256 KiB dictionary bsz_entropy.c uses at most needs). */
 #define MIN_BUDGET ((size_t)16 << 20)
 
 typedef struct {

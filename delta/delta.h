@@ -58,12 +58,21 @@
  * caller gives the base's SHA-256, the dcz header; xdelta3 checks Adler-32
  * per window. Checking the target's digest remains the caller's job.
  *
- * Memory. Encoding holds O(base + target) bytes: bsz builds a 32-bit suffix
- * array of the base (4 bytes per base byte) and bounds its entropy coders'
- * dictionaries so that an encode stays under about 10x the base size; bases
- * of DELTA_BSZ_MAX_INPUT bytes or more are refused with DELTA_ELIMIT.
- * Decoding streams: apart from the base it holds the compressed bsz streams,
- * the codecs' bounded windows and one DELTA_CHUNK output buffer.
+ * Memory. Beyond base and target, encoding holds: bsz, a 32-bit suffix array
+ * of the base and, with the ELF map, a preconditioned copy of the base (5x
+ * the base at the peak), then its streams and one entropy coder of at most
+ * 4.2 MiB at a time; zstd, search tables of at most 2.5x base + target;
+ * vcdiff, an xdelta3 process with 256 KiB target windows (about 8x the base
+ * for a few MiB). AUTO runs the codecs one after another, keeping only the
+ * smallest output so far, so its peak is that of its largest codec. Large
+ * blocks are mapped and unmapped directly, so memory a stage frees is
+ * returned to the system at once. Bases of DELTA_BSZ_MAX_INPUT bytes or more
+ * are refused by bsz with DELTA_ELIMIT. Decoding streams: apart from the
+ * base, bsz holds its compressed streams, two 256 KiB dictionaries and one
+ * DELTA_CHUNK output buffer (the ELF map is applied to the base as it is
+ * read, never to a copy); zstd holds a window as large as the target (the
+ * frame's window covers base and target); vcdiff, an xdelta3 process reading
+ * the base through a 1 MiB cache.
  *
  * Threads. All functions are reentrant; encoders and decoders keep all state
  * on the stack or the heap of the call. CPU-heavy calls (every encode, large

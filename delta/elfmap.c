@@ -24,7 +24,17 @@
  *   BTF_STR     name offsets in .BTF
  * A section's fields are taken only if the section lies inside the file and
  * does not overlap one taken before (in section order), so every field has
- * one host section and the rewritten sections can be copied independently.
+ * one host section.
+ *
+ * Where the fields are: the host sections (the symbol table, its RELA
+ * sections, .BTF) are indexed once per file (elf_index): symbol and
+ * relocation fields sit at fixed places in 24-byte entries, so they are
+ * found by arithmetic; .BTF's records have variable lengths, so one walk
+ * marks its field words in a bitmap (2 bits per 4-byte word, 1/16 of the
+ * section). host_fields() lists the fields of a host that meet a byte range,
+ * and it is the one definition of "field" that everything else uses: the
+ * encoder's learning, the lookup of the base's field at an offset, and the
+ * transform.
  *
  * Learning (encoder): the covers found against the plain base align target
  * bytes with base bytes; each target field whose aligned base position holds
@@ -34,11 +44,14 @@
  * (see denoise), and the remaining runs become segments "from value f on,
  * add d", applied modulo the field's width.
  *
- * Applying (decoder and encoder alike): the base's fields are extracted by
- * the same code, each field of a mapped class is rewritten in a copy of its
- * host section, and an elfmap_view stitches base and copies together. The map
- * is validated completely (known classes in increasing order, sections that
- * exist, segment starts strictly increasing); a bad map is DELTA_ECORRUPT.
+ * Applying (decoder and encoder alike): elfmap_xform_read produces any range
+ * of the preconditioned base on demand: the base's bytes, with each field of
+ * a mapped class in that range rewritten from its original value. Nothing
+ * is copied ahead, so a decoder needs only the index (a few KiB) on top of
+ * the base, and the encoder builds its preconditioned copy of the base with
+ * the very same function. The map is validated completely (known classes in
+ * increasing order, sections that exist, segment starts strictly
+ * increasing); a bad map is DELTA_ECORRUPT.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +71,27 @@ enum { K_SYMIDX = 1, K_STRTAB, K_SHNDX, K_SECOFF, K_BTF_TYPE, K_BTF_STR, K_LAST 
 /* Bound on segments per class and classes per map a decoder accepts. */
 #define MAX_SEGMENTS (1u << 20)
 
+/* The roles of a host section (a section can have several: a symbol table
+ * or a RELA section named .BTF). */
+enum { ROLE_SYMTAB = 1, ROLE_RELA = 2, ROLE_BTF = 4 };
+
+/* BTF word codes in the bitmap. */
+enum { BW_NONE = 0, BW_STR = 1, BW_TYPE = 2 };
+
 typedef struct {
     uint32_t name, type, link, info;
     uint64_t off, size, entsize;
     int usable; /* inside the file and not overlapping an earlier usable one */
 } elf_sec;
+
+typedef struct {
+    size_t sec;     /* section index */
+    uint64_t start; /* == section offset, or for BTF the type area's start */
+    uint64_t end;   /* end of the section, or of the BTF type area */
+    unsigned roles;
+    uint8_t *btf; /* ROLE_BTF: 2 bits per word of [bstart, bend) */
+    uint64_t bstart, bend;
+} host;
 
 typedef struct {
     const uint8_t *p;
@@ -72,27 +101,18 @@ typedef struct {
     size_t shstrndx;
     size_t symtab; /* 0 = none */
     size_t nsyms;
+    host *h; /* host sections, sorted by offset */
+    size_t nh;
 } elf_file;
 
 typedef struct {
     uint64_t off;
     uint32_t cls; /* kind | section << 3 */
-    uint16_t host;
     uint8_t width;
 } field;
 
-typedef struct {
-    field *v;
-    size_t n, cap;
-} field_list;
-
-/* Extraction calls this for every field; non-zero stops it. */
+/* host_fields calls this for every field; non-zero stops it. */
 typedef int (*field_fn)(void *ctx, const field *f);
-
-typedef struct {
-    field_fn fn;
-    void *ctx;
-} field_sink;
 
 /* ---- parsing ---- */
 
@@ -125,7 +145,7 @@ static void parse_section(elf_file *e, size_t i, const uint8_t *h)
     s->usable = i > 0 && s->type != SHT_NOBITS && s->size > 0 && range_ok(s->off, s->size, e->len);
 }
 
-static int elf_parse(elf_file *e, const uint8_t *p, size_t len)
+static int elf_parse_headers(elf_file *e, const uint8_t *p, size_t len)
 {
     memset(e, 0, sizeof *e);
     if (len < 64 || memcmp(p,
@@ -138,9 +158,9 @@ static int elf_parse(elf_file *e, const uint8_t *p, size_t len)
     if (le16(p + 0x3a) != 64 || shnum == 0 || shnum >= SHN_LORESERVE ||
         !range_ok(shoff, (uint64_t)shnum * 64, len) || le16(p + 0x3e) >= shnum)
         return -1;
-    e->s = calloc(shnum, sizeof *e->s);
+    e->s = dmem_calloc(shnum, sizeof *e->s);
     if (!e->s)
-        return -1;
+        return -2;
     e->p = p;
     e->len = len;
     e->n = shnum;
@@ -155,8 +175,11 @@ static int elf_parse(elf_file *e, const uint8_t *p, size_t len)
 
 static void elf_free(elf_file *e)
 {
-    free(e->s);
-    e->s = NULL;
+    for (size_t i = 0; i < e->nh; i++)
+        dmem_free(e->h[i].btf);
+    dmem_free(e->h);
+    dmem_free(e->s);
+    memset(e, 0, sizeof *e);
 }
 
 /* The section's name, or NULL when it is not a NUL-terminated string of shstrtab. */
@@ -169,85 +192,27 @@ static const char *sec_name(const elf_file *e, size_t i)
     return memchr(s, 0, st->size - e->s[i].name) ? s : NULL;
 }
 
-/* ---- field extraction ---- */
-
-static int add_field(const field_sink *f, uint64_t off, uint32_t kind, size_t sec, size_t host,
-                     uint8_t width)
-{
-    field fd = {off, kind | (uint32_t)sec << 3, (uint16_t)host, width};
-    return f->fn(f->ctx, &fd);
-}
-
-static int list_add(void *ctx, const field *fd)
-{
-    field_list *f = ctx;
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 1024;
-        field *v = realloc(f->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        f->v = v;
-        f->cap = cap;
-    }
-    f->v[f->n++] = *fd;
-    return 0;
-}
-
 static int sec_defined(const elf_file *e, uint32_t shndx)
 {
     return shndx > 0 && shndx < e->n && shndx < SHN_LORESERVE;
 }
 
-static int symtab_fields(const elf_file *e, const field_sink *f)
+static void find_symtab(elf_file *e)
 {
-    const elf_sec *s = &e->s[e->symtab];
-    for (size_t i = 1; i < e->nsyms; i++) {
-        const uint8_t *sym = e->p + s->off + ENT * i;
-        uint64_t at = s->off + ENT * i;
-        uint32_t shndx = le16(sym + 6), type = sym[4] & 0xf;
-        if (le32(sym) != 0 && add_field(f, at, K_STRTAB, 0, e->symtab, 4))
-            return -1;
-        if (!sec_defined(e, shndx))
-            continue;
-        if (add_field(f, at + 6, K_SHNDX, 0, e->symtab, 2))
-            return -1;
-        if (type != STT_SECTION && type != STT_FILE &&
-            add_field(f, at + 8, K_SECOFF, shndx, e->symtab, 8))
-            return -1;
+    for (size_t i = 1; i < e->n; i++) {
+        const elf_sec *s = &e->s[i];
+        if (s->type == SHT_SYMTAB && s->usable && s->entsize == ENT && s->size % ENT == 0) {
+            e->symtab = i;
+            e->nsyms = s->size / ENT;
+            return;
+        }
     }
-    return 0;
 }
 
-/* The section a section symbol stands for, or 0. */
-static uint32_t section_symbol(const elf_file *e, uint32_t sym)
-{
-    const uint8_t *p = e->p + e->s[e->symtab].off + ENT * (size_t)sym;
-    uint32_t shndx = le16(p + 6);
-    return (p[4] & 0xf) == STT_SECTION && sec_defined(e, shndx) ? shndx : 0;
-}
-
-static int rela_fields(const elf_file *e, size_t k, const field_sink *f)
-{
-    const elf_sec *s = &e->s[k];
-    if (!sec_defined(e, s->info))
-        return 0;
-    for (uint64_t at = s->off; at + ENT <= s->off + s->size; at += ENT) {
-        uint32_t sym = le32(e->p + at + 12);
-        if (add_field(f, at, K_SECOFF, s->info, k, 8))
-            return -1;
-        if (sym == 0 || sym >= e->nsyms)
-            continue;
-        if (add_field(f, at + 12, K_SYMIDX, 0, k, 4))
-            return -1;
-        uint32_t target = section_symbol(e, sym);
-        if (target && add_field(f, at + 16, K_SECOFF, target, k, 8))
-            return -1;
-    }
-    return 0;
-}
+/* ---- the .BTF bitmap ---- */
 
 /* Bytes of kind-specific data after a btf_type, and where its type/name
- * fields are: sets *ok = 0 for an unknown kind. */
+ * fields are; 0 for an unknown kind. */
 typedef struct {
     size_t extra;      /* bytes after the 12-byte btf_type */
     int head_type;     /* the size_or_type word is a type id */
@@ -305,135 +270,249 @@ static int btf_kind_shape(uint32_t kind, uint32_t vlen, btf_shape *b)
     }
 }
 
-static int btf_word(const elf_file *e, const field_sink *f, uint64_t at, uint32_t kind, size_t host)
+static void btf_mark(host *h, uint64_t at, unsigned code)
 {
-    return le32(e->p + at) != 0 ? add_field(f, at, kind, 0, host, 4) : 0;
+    uint64_t w = (at - h->bstart) / 4;
+    h->btf[w / 4] |= (uint8_t)(code << (2 * (w % 4)));
 }
 
-static int btf_members(const elf_file *e, const field_sink *f, uint64_t at, const btf_shape *b,
-                       size_t host)
+static void btf_members(host *h, uint64_t at, const btf_shape *b)
 {
     for (uint64_t m = at; b->stride && m + b->stride <= at + b->extra; m += b->stride) {
-        if ((b->m_str >= 0 && btf_word(e, f, m + (uint64_t)b->m_str, K_BTF_STR, host)) ||
-            (b->m_type >= 0 && btf_word(e, f, m + (uint64_t)b->m_type, K_BTF_TYPE, host)) ||
-            (b->m_type2 >= 0 && btf_word(e, f, m + (uint64_t)b->m_type2, K_BTF_TYPE, host)))
-            return -1;
+        if (b->m_str >= 0)
+            btf_mark(h, m + (uint64_t)b->m_str, BW_STR);
+        if (b->m_type >= 0)
+            btf_mark(h, m + (uint64_t)b->m_type, BW_TYPE);
+        if (b->m_type2 >= 0)
+            btf_mark(h, m + (uint64_t)b->m_type2, BW_TYPE);
     }
-    return 0;
 }
 
-static int btf_types(const elf_file *e, size_t k, uint64_t pos, uint64_t end, const field_sink *f)
+/* Walks the type records, as far as they are well-formed, marking the words
+ * that hold names and type ids. */
+static void btf_walk(const elf_file *e, host *h)
 {
+    uint64_t pos = h->bstart, end = h->bend;
     while (pos + 12 <= end) {
         uint32_t info = le32(e->p + pos + 4);
         btf_shape b;
         if (!btf_kind_shape((info >> 24) & 0x1f, info & 0xffff, &b) || b.extra > end - pos - 12)
-            return 0;
-        if (btf_word(e, f, pos, K_BTF_STR, k) ||
-            (b.head_type && btf_word(e, f, pos + 8, K_BTF_TYPE, k)) ||
-            btf_members(e, f, pos + 12, &b, k))
-            return -1;
+            return;
+        btf_mark(h, pos, BW_STR);
+        if (b.head_type)
+            btf_mark(h, pos + 8, BW_TYPE);
+        btf_members(h, pos + 12, &b);
         pos += 12 + b.extra;
     }
-    return 0;
 }
 
-static int btf_fields(const elf_file *e, size_t k, const field_sink *f)
+/* Sets up ROLE_BTF for a section named .BTF with a consistent header;
+ * returns -1 when out of memory. */
+static int btf_host(const elf_file *e, host *h)
 {
-    const elf_sec *s = &e->s[k];
-    const uint8_t *h = e->p + s->off;
-    if (s->size < 24 || le16(h) != 0xeb9f || h[2] != 1)
+    const elf_sec *s = &e->s[h->sec];
+    const uint8_t *p = e->p + s->off;
+    if (s->size < 24 || le16(p) != 0xeb9f || p[2] != 1)
         return 0;
-    uint64_t hdr = le32(h + 4), toff = le32(h + 8), tlen = le32(h + 12);
+    uint64_t hdr = le32(p + 4), toff = le32(p + 8), tlen = le32(p + 12);
     if (hdr < 24 || hdr > s->size || toff > s->size - hdr || tlen > s->size - hdr - toff)
         return 0;
-    uint64_t start = s->off + hdr + toff;
-    return btf_types(e, k, start, start + tlen, f);
+    h->bstart = s->off + hdr + toff;
+    h->bend = h->bstart + tlen;
+    h->btf = dmem_calloc(tlen / 16 + 1, 1);
+    if (!h->btf)
+        return -1;
+    h->roles |= ROLE_BTF;
+    btf_walk(e, h);
+    return 0;
 }
 
-static void find_symtab(elf_file *e)
+/* ---- host sections ---- */
+
+static unsigned plain_roles(const elf_file *e, size_t i)
 {
-    for (size_t i = 1; i < e->n; i++) {
-        const elf_sec *s = &e->s[i];
-        if (s->type == SHT_SYMTAB && s->usable && s->entsize == ENT && s->size % ENT == 0) {
-            e->symtab = i;
-            e->nsyms = s->size / ENT;
-            return;
-        }
-    }
+    const elf_sec *s = &e->s[i];
+    if (i == e->symtab)
+        return ROLE_SYMTAB;
+    if (e->symtab && s->type == SHT_RELA && s->link == e->symtab && s->entsize == ENT &&
+        sec_defined(e, s->info))
+        return ROLE_RELA;
+    return 0;
 }
 
-static int cmp_field(const void *a, const void *b)
+static int cmp_host(const void *a, const void *b)
 {
-    const field *x = a, *y = b;
-    return (x->off > y->off) - (x->off < y->off);
+    const host *x = a, *y = b;
+    uint64_t ox = x->start, oy = y->start;
+    return (ox > oy) - (ox < oy);
 }
 
-static int extract(elf_file *e, const field_sink *f)
+/* Finds the host sections and their roles. */
+static int index_hosts(elf_file *e)
 {
     find_symtab(e);
-    if (e->symtab && symtab_fields(e, f))
+    e->h = dmem_calloc(e->n, sizeof *e->h);
+    if (!e->h)
         return -1;
     for (size_t i = 1; i < e->n; i++) {
-        const elf_sec *s = &e->s[i];
-        if (!s->usable)
+        if (!e->s[i].usable)
             continue;
         const char *name = sec_name(e, i);
-        if (e->symtab && s->type == SHT_RELA && s->link == e->symtab && s->entsize == ENT &&
-            rela_fields(e, i, f))
+        host *h = &e->h[e->nh];
+        *h = (host){i, e->s[i].off, e->s[i].off + e->s[i].size, plain_roles(e, i), NULL, 0, 0};
+        if (name && strcmp(name, ".BTF") == 0 && btf_host(e, h) != 0)
             return -1;
-        if (name && strcmp(name, ".BTF") == 0 && btf_fields(e, i, f))
-            return -1;
+        if (h->roles)
+            e->nh++;
     }
+    qsort(e->h, e->nh, sizeof *e->h, cmp_host);
     return 0;
 }
 
-/* All fields of e, sorted by offset. */
-static int extract_list(elf_file *e, field_list *f)
+/* Parses an ELF file and indexes its host sections: 0, -1 when p is not an
+ * ELF object this module reads, -2 when out of memory. */
+static int elf_open(elf_file *e, const uint8_t *p, size_t len)
 {
-    field_sink sink = {list_add, f};
-    if (extract(e, &sink) != 0)
-        return -1;
-    qsort(f->v, f->n, sizeof *f->v, cmp_field);
-    return 0;
+    int rc = elf_parse_headers(e, p, len);
+    if (rc == 0 && index_hosts(e) != 0)
+        rc = -2;
+    if (rc != 0)
+        elf_free(e);
+    return rc;
 }
 
-/* ---- the view ---- */
-
-delta_status elfmap_view_plain(elfmap_view *v, const uint8_t *base, size_t len)
+/* The first host whose section ends after pos (hosts do not overlap). */
+static size_t host_from(const elf_file *e, uint64_t pos)
 {
-    memset(v, 0, sizeof *v);
-    v->pieces = malloc(sizeof *v->pieces);
-    if (!v->pieces)
-        return DELTA_ENOMEM;
-    v->pieces[0] = (elfmap_piece){0, len, base};
-    v->npieces = 1;
-    v->len = len;
-    return DELTA_OK;
-}
-
-const uint8_t *elfmap_view_at(const elfmap_view *v, uint64_t pos, size_t *run)
-{
-    size_t lo = 0, hi = v->npieces;
-    while (hi - lo > 1) {
+    size_t lo = 0, hi = e->nh;
+    while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (v->pieces[mid].off <= pos)
-            lo = mid;
+        if (e->h[mid].end <= pos)
+            lo = mid + 1;
         else
             hi = mid;
     }
-    const elfmap_piece *p = &v->pieces[lo];
-    *run = p->off + p->len - (size_t)pos;
-    return p->p + (pos - p->off);
+    return lo;
 }
 
-void elfmap_view_free(elfmap_view *v)
+/* ---- fields ---- */
+
+typedef struct {
+    field_fn fn;
+    void *ctx;
+    uint64_t a, b; /* fields that meet [a, b) */
+} field_sink;
+
+static int emit(const field_sink *f, uint64_t off, uint32_t kind, size_t sec, uint8_t width)
 {
-    for (size_t i = 0; i < v->ncopies; i++)
-        free(v->copies[i]);
-    free(v->copies);
-    free(v->pieces);
-    memset(v, 0, sizeof *v);
+    if (off + width <= f->a || off >= f->b)
+        return 0;
+    field fd = {off, kind | (uint32_t)sec << 3, width};
+    return f->fn(f->ctx, &fd);
+}
+
+/* The entries of a table of 24-byte entries at [off, off + count * 24) that
+ * meet [a, b): first index and one past the last. */
+static void entry_range(uint64_t off, uint64_t count, uint64_t a, uint64_t b, uint64_t *i0,
+                        uint64_t *i1)
+{
+    *i0 = a > off ? (a - off) / ENT : 0;
+    *i1 = b > off ? (b - off + ENT - 1) / ENT : 0;
+    if (*i1 > count)
+        *i1 = count;
+}
+
+static int symtab_fields(const elf_file *e, const field_sink *f)
+{
+    const elf_sec *s = &e->s[e->symtab];
+    uint64_t i0, i1;
+    entry_range(s->off, e->nsyms, f->a, f->b, &i0, &i1);
+    for (uint64_t i = i0 ? i0 : 1; i < i1; i++) {
+        uint64_t at = s->off + ENT * i;
+        const uint8_t *sym = e->p + at;
+        uint32_t shndx = le16(sym + 6), type = sym[4] & 0xf;
+        if (le32(sym) != 0 && emit(f, at, K_STRTAB, 0, 4))
+            return -1;
+        if (!sec_defined(e, shndx))
+            continue;
+        if (emit(f, at + 6, K_SHNDX, 0, 2))
+            return -1;
+        if (type != STT_SECTION && type != STT_FILE && emit(f, at + 8, K_SECOFF, shndx, 8))
+            return -1;
+    }
+    return 0;
+}
+
+/* The section a section symbol stands for, or 0. */
+static uint32_t section_symbol(const elf_file *e, uint32_t sym)
+{
+    const uint8_t *p = e->p + e->s[e->symtab].off + ENT * (size_t)sym;
+    uint32_t shndx = le16(p + 6);
+    return (p[4] & 0xf) == STT_SECTION && sec_defined(e, shndx) ? shndx : 0;
+}
+
+static int rela_fields(const elf_file *e, size_t k, const field_sink *f)
+{
+    const elf_sec *s = &e->s[k];
+    uint64_t i0, i1;
+    entry_range(s->off, s->size / ENT, f->a, f->b, &i0, &i1);
+    for (uint64_t i = i0; i < i1; i++) {
+        uint64_t at = s->off + ENT * i;
+        uint32_t sym = le32(e->p + at + 12);
+        if (emit(f, at, K_SECOFF, s->info, 8))
+            return -1;
+        if (sym == 0 || sym >= e->nsyms)
+            continue;
+        if (emit(f, at + 12, K_SYMIDX, 0, 4))
+            return -1;
+        uint32_t target = section_symbol(e, sym);
+        if (target && emit(f, at + 16, K_SECOFF, target, 8))
+            return -1;
+    }
+    return 0;
+}
+
+static int btf_fields(const elf_file *e, const host *h, const field_sink *f)
+{
+    uint64_t a = f->a > h->bstart ? f->a : h->bstart, b = f->b < h->bend ? f->b : h->bend;
+    if (a >= b)
+        return 0;
+    /* Words are 4-aligned from bstart; start with the one that holds a. */
+    for (uint64_t w = (a - h->bstart) / 4; h->bstart + 4 * w + 4 <= h->bend; w++) {
+        uint64_t at = h->bstart + 4 * w;
+        if (at >= b)
+            break;
+        unsigned code = (h->btf[w / 4] >> (2 * (w % 4))) & 3;
+        if (code == BW_NONE || le32(e->p + at) == 0)
+            continue;
+        if (emit(f, at, code == BW_STR ? K_BTF_STR : K_BTF_TYPE, 0, 4))
+            return -1;
+    }
+    return 0;
+}
+
+/* The fields of host h that meet [f->a, f->b): symbol or relocation fields
+ * first, then .BTF's, each in increasing offset (where a section has two
+ * roles and fields overlap, the later one wins). */
+static int host_fields(const elf_file *e, const host *h, const field_sink *f)
+{
+    if ((h->roles & ROLE_SYMTAB) && symtab_fields(e, f))
+        return -1;
+    if ((h->roles & ROLE_RELA) && rela_fields(e, h->sec, f))
+        return -1;
+    if ((h->roles & ROLE_BTF) && btf_fields(e, h, f))
+        return -1;
+    return 0;
+}
+
+/* Every field of e that meets [a, b), host by host. */
+static int fields_in(const elf_file *e, uint64_t a, uint64_t b, field_fn fn, void *ctx)
+{
+    field_sink f = {fn, ctx, a, b};
+    for (size_t i = host_from(e, a); i < e->nh && e->h[i].start < b; i++)
+        if (host_fields(e, &e->h[i], &f))
+            return -1;
+    return 0;
 }
 
 /* ---- the map ---- */
@@ -447,6 +526,7 @@ typedef struct {
     uint32_t cls;
     segment *seg;
     size_t nseg;
+    size_t hint; /* the segment used last (a class's values mostly increase) */
 } class_map;
 
 typedef struct {
@@ -457,8 +537,8 @@ typedef struct {
 static void map_free(map_t *m)
 {
     for (size_t i = 0; i < m->n; i++)
-        free(m->c[i].seg);
-    free(m->c);
+        dmem_free(m->c[i].seg);
+    dmem_free(m->c);
     m->c = NULL;
     m->n = 0;
 }
@@ -468,7 +548,7 @@ static delta_status parse_segments(const uint8_t *p, size_t n, size_t *pos, clas
     uint64_t nseg;
     if (varint_get(p, n, pos, &nseg) || nseg == 0 || nseg > MAX_SEGMENTS || nseg > n - *pos)
         return DELTA_ECORRUPT;
-    c->seg = malloc((size_t)nseg * sizeof *c->seg);
+    c->seg = dmem_alloc((size_t)nseg * sizeof *c->seg);
     if (!c->seg)
         return DELTA_ENOMEM;
     uint64_t from = 0, delta = 0;
@@ -507,7 +587,7 @@ static delta_status map_parse(const uint8_t *p, size_t n, size_t nsec, map_t *m)
     memset(m, 0, sizeof *m);
     if (varint_get(p, n, &pos, &count) || count == 0 || count > n)
         return DELTA_ECORRUPT;
-    m->c = calloc((size_t)count, sizeof *m->c);
+    m->c = dmem_calloc((size_t)count, sizeof *m->c);
     if (!m->c)
         return DELTA_ENOMEM;
     m->n = (size_t)count;
@@ -519,178 +599,141 @@ static delta_status map_parse(const uint8_t *p, size_t n, size_t nsec, map_t *m)
     return pos == n ? DELTA_OK : DELTA_ECORRUPT;
 }
 
-static const class_map *map_find(const map_t *m, uint32_t cls)
-{
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->c[mid].cls == cls)
-            return &m->c[mid];
-        if (m->c[mid].cls < cls)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 static uint64_t read_w(const uint8_t *p, int w)
 {
     return w == 8 ? le64(p) : w == 4 ? le32(p) : le16(p);
 }
 
-static void write_w(uint8_t *p, int w, uint64_t v)
+/* The segment holding v: the last one whose start is <= v, or nseg when v is
+ * below the first. Tries the hint first; otherwise a binary search without
+ * data-dependent branches (values of most classes come in no order, and a
+ * mispredicted branch per step would cost more than the search). */
+static size_t find_segment(const class_map *c, uint64_t v)
 {
-    for (int i = 0; i < w; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    size_t k = c->hint;
+    if (c->seg[k].from <= v && (k + 1 == c->nseg || v < c->seg[k + 1].from))
+        return k;
+    const segment *s = c->seg;
+    for (size_t n = c->nseg; n > 1; n -= n / 2)
+        s = s[n / 2].from <= v ? s + n / 2 : s;
+    return s->from <= v ? (size_t)(s - c->seg) : c->nseg;
 }
 
-/* The class's new value for v; *hint is the segment used last time, tried
- * first (a class's values mostly come in increasing order). */
-static uint64_t remap(const class_map *c, uint64_t v, int w, size_t *hint)
+/* The class's new value for v, a field of w bytes. */
+static uint64_t remap(class_map *c, uint64_t v, int w)
 {
-    size_t k = *hint;
-    size_t lo;
-    if (k < c->nseg && c->seg[k].from <= v && (k + 1 == c->nseg || v < c->seg[k + 1].from)) {
-        lo = k + 1;
-    } else if (k + 1 < c->nseg && c->seg[k + 1].from <= v &&
-               (k + 2 == c->nseg || v < c->seg[k + 2].from)) {
-        lo = k + 2;
-    } else {
-        size_t hi = c->nseg;
-        lo = 0;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (c->seg[mid].from <= v)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-    }
-    if (lo == 0)
+    size_t k = find_segment(c, v);
+    if (k == c->nseg)
         return v;
-    *hint = lo - 1;
-    uint64_t r = v + c->seg[lo - 1].delta;
+    c->hint = k;
+    uint64_t r = v + c->seg[k].delta;
     return w == 8 ? r : r & (((uint64_t)1 << (8 * w)) - 1);
 }
 
-/* ---- applying ---- */
+/* ---- the transform ---- */
+
+struct elfmap_xform {
+    elf_file e;
+    map_t m;
+    class_map **secoff;          /* per section: its SECOFF class, or NULL */
+    class_map *kind[K_LAST + 1]; /* the other classes, by kind */
+};
+
+static class_map *class_of(const elfmap_xform *x, uint32_t cls)
+{
+    uint32_t kind = cls & 7;
+    return kind == K_SECOFF ? x->secoff[cls >> 3] : x->kind[kind];
+}
 
 typedef struct {
-    const elf_file *e;
-    const map_t *m;
-    elfmap_view *v;
-    uint8_t **copy;        /* per section index: its rewritten copy, or NULL */
-    const class_map *last; /* the class of the previous field (fields come in runs) */
-    size_t hint;           /* remap's segment hint for that class */
+    elfmap_xform *x;
+    uint64_t pos; /* dst holds the transformed base from here */
+    size_t n;
+    uint8_t *dst;
 } rewriter;
 
-static int cmp_piece(const void *a, const void *b)
-{
-    const elfmap_piece *x = a, *y = b;
-    return (x->off > y->off) - (x->off < y->off);
-}
-
-/* Builds the view's pieces: the copies, and the base between them. */
-static delta_status build_pieces(elfmap_view *v, const elf_file *e, uint8_t **copy)
-{
-    size_t nc = 0;
-    elfmap_piece *pc = malloc((2 * v->ncopies + 1) * sizeof *pc);
-    elfmap_piece *out = malloc((2 * v->ncopies + 1) * sizeof *out);
-    if (!pc || !out) {
-        free(pc);
-        free(out);
-        return DELTA_ENOMEM;
-    }
-    for (size_t k = 1; k < e->n; k++)
-        if (copy[k])
-            pc[nc++] = (elfmap_piece){(size_t)e->s[k].off, (size_t)e->s[k].size, copy[k]};
-    qsort(pc, nc, sizeof *pc, cmp_piece);
-    size_t n = 0, at = 0;
-    for (size_t i = 0; i < nc; i++) {
-        if (pc[i].off > at)
-            out[n++] = (elfmap_piece){at, pc[i].off - at, e->p + at};
-        out[n++] = pc[i];
-        at = pc[i].off + pc[i].len;
-    }
-    if (at < e->len || n == 0)
-        out[n++] = (elfmap_piece){at, e->len - at, e->p + at};
-    free(pc);
-    v->pieces = out;
-    v->npieces = n;
-    v->len = e->len;
-    return DELTA_OK;
-}
-
-/* The copy of host section k, made on first use. */
-static uint8_t *copy_of(rewriter *rw, size_t k)
-{
-    if (rw->copy[k])
-        return rw->copy[k];
-    const elf_sec *s = &rw->e->s[k];
-    uint8_t *c = malloc((size_t)s->size);
-    if (!c)
-        return NULL;
-    memcpy(c, rw->e->p + s->off, (size_t)s->size);
-    rw->copy[k] = c;
-    rw->v->copies[rw->v->ncopies++] = c;
-    return c;
-}
-
+/* Writes the part of field fd's new value that falls into dst. */
 static int rewrite_field(void *ctx, const field *fd)
 {
     rewriter *rw = ctx;
-    const class_map *c = rw->last;
-    if (!c || c->cls != fd->cls) {
-        c = map_find(rw->m, fd->cls);
-        rw->hint = 0;
-    }
+    class_map *c = class_of(rw->x, fd->cls);
     if (!c)
         return 0;
-    rw->last = c;
-    uint64_t old = read_w(rw->e->p + fd->off, fd->width);
-    uint64_t neu = remap(c, old, fd->width, &rw->hint);
+    uint64_t old = read_w(rw->x->e.p + fd->off, fd->width);
+    uint64_t neu = remap(c, old, fd->width);
     if (neu == old)
         return 0;
-    uint8_t *copy = copy_of(rw, fd->host);
-    if (!copy)
-        return -1;
-    write_w(copy + (fd->off - rw->e->s[fd->host].off), fd->width, neu);
+    if (fd->off >= rw->pos && fd->off + fd->width <= rw->pos + rw->n) {
+        uint8_t *d = rw->dst + (fd->off - rw->pos);
+        if (fd->width == 8)
+            put_le64(d, neu);
+        else if (fd->width == 4)
+            put_le32(d, (uint32_t)neu);
+        else
+            d[0] = (uint8_t)neu, d[1] = (uint8_t)(neu >> 8);
+        return 0;
+    }
+    for (unsigned i = 0; i < fd->width; i++) {
+        uint64_t at = fd->off + i;
+        if (at >= rw->pos && at < rw->pos + rw->n)
+            rw->dst[at - rw->pos] = (uint8_t)(neu >> (8 * i));
+    }
     return 0;
 }
 
-static delta_status apply_parsed(elf_file *e, const map_t *m, elfmap_view *v)
+void elfmap_xform_read(elfmap_xform *x, uint64_t pos, size_t n, uint8_t *dst)
 {
-    rewriter rw = {e, m, v, calloc(e->n, sizeof(uint8_t *)), NULL, 0};
-    v->copies = calloc(e->n, sizeof *v->copies);
-    delta_status st = DELTA_ENOMEM;
-    if (rw.copy && v->copies) {
-        field_sink sink = {rewrite_field, &rw};
-        if (extract(e, &sink) == 0)
-            st = build_pieces(v, e, rw.copy);
+    memcpy(dst, x->e.p + pos, n);
+    rewriter rw = {x, pos, n, dst};
+    /* rewrite_field never fails */
+    (void)fields_in(&x->e, pos, pos + n, rewrite_field, &rw);
+}
+
+static delta_status xform_tables(elfmap_xform *x)
+{
+    x->secoff = dmem_calloc(x->e.n, sizeof *x->secoff);
+    if (!x->secoff)
+        return DELTA_ENOMEM;
+    for (size_t i = 0; i < x->m.n; i++) {
+        class_map *c = &x->m.c[i];
+        if ((c->cls & 7) == K_SECOFF)
+            x->secoff[c->cls >> 3] = c;
+        else
+            x->kind[c->cls & 7] = c;
     }
-    free(rw.copy);
-    return st;
+    return DELTA_OK;
 }
 
-delta_status elfmap_apply(const uint8_t *base, size_t len, const uint8_t *map, size_t n,
-                          elfmap_view *out)
+delta_status elfmap_xform_new(const uint8_t *base, size_t len, const uint8_t *map, size_t n,
+                              elfmap_xform **out)
 {
-    memset(out, 0, sizeof *out);
-    elf_file e;
-    if (elf_parse(&e, base, len) != 0)
-        return DELTA_ECORRUPT;
-    map_t m;
-    delta_status st = map_parse(map, n, e.n, &m);
+    *out = NULL;
+    elfmap_xform *x = dmem_calloc(1, sizeof *x);
+    if (!x)
+        return DELTA_ENOMEM;
+    int rc = elf_open(&x->e, base, len);
+    delta_status st = rc == 0 ? DELTA_OK : rc == -1 ? DELTA_ECORRUPT : DELTA_ENOMEM;
     if (st == DELTA_OK)
-        st = apply_parsed(&e, &m, out);
-    if (st != DELTA_OK)
-        elfmap_view_free(out);
-    map_free(&m);
-    elf_free(&e);
-    return st;
+        st = map_parse(map, n, x->e.n, &x->m);
+    if (st == DELTA_OK)
+        st = xform_tables(x);
+    if (st != DELTA_OK) {
+        elfmap_xform_free(x);
+        return st;
+    }
+    *out = x;
+    return DELTA_OK;
 }
 
+void elfmap_xform_free(elfmap_xform *x)
+{
+    if (!x)
+        return;
+    map_free(&x->m);
+    dmem_free(x->secoff);
+    elf_free(&x->e);
+    dmem_free(x);
+}
 /* ---- learning (encoder) ---- */
 
 typedef struct {
@@ -708,7 +751,7 @@ static int add_pair(pair_list *l, pair p)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 1024;
-        pair *v = realloc(l->v, cap * sizeof *v);
+        pair *v = dmem_realloc(l->v, cap * sizeof *v);
         if (!v)
             return -1;
         l->v = v;
@@ -722,7 +765,7 @@ static int add_pair(pair_list *l, pair p)
  * same rank among sections of that name; 0 when there is none. */
 static uint32_t *section_translation(const elf_file *b, const elf_file *t)
 {
-    uint32_t *tr = calloc(t->n, sizeof *tr);
+    uint32_t *tr = dmem_calloc(t->n, sizeof *tr);
     if (!tr)
         return NULL;
     for (size_t i = 1; i < t->n; i++) {
@@ -741,21 +784,6 @@ static uint32_t *section_translation(const elf_file *b, const elf_file *t)
     return tr;
 }
 
-static const field *field_at(const field_list *f, uint64_t off)
-{
-    size_t lo = 0, hi = f->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (f->v[mid].off == off)
-            return &f->v[mid];
-        if (f->v[mid].off < off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 static uint32_t translate_cls(uint32_t cls, const uint32_t *tr)
 {
     if ((cls & 7) != K_SECOFF)
@@ -766,38 +794,56 @@ static uint32_t translate_cls(uint32_t cls, const uint32_t *tr)
 
 typedef struct {
     const elf_file *b, *t;
-    const field_list *bf, *tf;
     const uint32_t *tr;
+    const bsz_covers *cv;
+    pair_list *out;
 } learn_ctx;
 
-/* The pair for target field fd inside cover cv, if its base twin exists. */
-static int pair_for(const learn_ctx *lc, const field *fd, const bsz_cover *cv, pair_list *out)
+typedef struct {
+    uint64_t off;
+    uint32_t cls;
+    uint8_t width;
+    int found;
+} twin;
+
+static int find_twin(void *ctx, const field *fd)
 {
-    uint64_t q = fd->off - cv->new_pos + cv->old_pos;
-    const field *bfd = field_at(lc->bf, q);
-    uint32_t cls = translate_cls(fd->cls, lc->tr);
-    if (!bfd || cls == 0 || bfd->cls != cls || bfd->width != fd->width)
-        return 0;
-    return add_pair(out, (pair){cls, fd->width, read_w(lc->b->p + q, fd->width),
-                                read_w(lc->t->p + fd->off, fd->width)});
+    twin *w = ctx;
+    if (fd->off == w->off && fd->cls == w->cls && fd->width == w->width)
+        w->found = 1;
+    return 0;
 }
 
-static int collect_pairs(const learn_ctx *lc, const bsz_covers *cv, pair_list *out)
+/* The cover holding target bytes [off, off + n), or NULL. */
+static const bsz_cover *cover_at(const bsz_covers *cv, uint64_t off, size_t n)
 {
-    size_t c = 0;
-    for (size_t i = 0; i < lc->tf->n; i++) {
-        const field *fd = &lc->tf->v[i];
-        while (c < cv->n && cv->v[c].new_pos + cv->v[c].len <= fd->off)
-            c++;
-        if (c == cv->n)
-            break;
-        const bsz_cover *v = &cv->v[c];
-        if (fd->off < v->new_pos || fd->off + fd->width > v->new_pos + v->len)
-            continue;
-        if (pair_for(lc, fd, v, out))
-            return -1;
+    size_t lo = 0, hi = cv->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cv->v[mid].new_pos + cv->v[mid].len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    return 0;
+    if (lo == cv->n || off < cv->v[lo].new_pos || off + n > cv->v[lo].new_pos + cv->v[lo].len)
+        return NULL;
+    return &cv->v[lo];
+}
+
+/* The pair for target field fd, if a cover aligns it with a field of the
+ * same class in the base. */
+static int pair_for(void *ctx, const field *fd)
+{
+    const learn_ctx *lc = ctx;
+    const bsz_cover *v = cover_at(lc->cv, fd->off, fd->width);
+    uint32_t cls = translate_cls(fd->cls, lc->tr);
+    if (!v || cls == 0)
+        return 0;
+    twin w = {fd->off - v->new_pos + v->old_pos, cls, fd->width, 0};
+    if (fields_in(lc->b, w.off, w.off + 1, find_twin, &w) != 0 || !w.found)
+        return 0;
+    return add_pair(lc->out, (pair){cls, fd->width, read_w(lc->b->p + w.off, fd->width),
+                                    read_w(lc->t->p + fd->off, fd->width)});
 }
 
 static uint64_t diff_of(const pair *p)
@@ -903,7 +949,7 @@ static int emit_class(dbuf *m, uint32_t cls, const run *r, size_t n)
 static int fit_all(pair_list *pl, dbuf *body, size_t *nclasses)
 {
     qsort(pl->v, pl->n, sizeof *pl->v, cmp_pair);
-    run *r = malloc((pl->n + 1) * sizeof *r);
+    run *r = dmem_alloc((pl->n + 1) * sizeof *r);
     if (!r)
         return -1;
     *nclasses = 0;
@@ -914,50 +960,53 @@ static int fit_all(pair_list *pl, dbuf *body, size_t *nclasses)
         size_t nr = denoise(r, make_runs(pl->v + i, j - i, r), j - i);
         if (nr > 0) {
             if (emit_class(body, pl->v[i].cls, r, nr)) {
-                free(r);
+                dmem_free(r);
                 return -1;
             }
             (*nclasses)++;
         }
         i = j;
     }
-    free(r);
+    dmem_free(r);
     return 0;
 }
 
 static delta_status learn(const elf_file *b, const elf_file *t, const bsz_covers *cv, dbuf *map)
 {
-    field_list bf = {0}, tf = {0};
     pair_list pl = {0};
     dbuf body = {0};
     uint32_t *tr = section_translation(b, t);
     delta_status st = DELTA_ENOMEM;
     size_t nclasses = 0;
-    if (tr && extract_list((elf_file *)b, &bf) == 0 && extract_list((elf_file *)t, &tf) == 0) {
-        learn_ctx lc = {b, t, &bf, &tf, tr};
-        if (collect_pairs(&lc, cv, &pl) == 0 && fit_all(&pl, &body, &nclasses) == 0)
+    if (tr) {
+        learn_ctx lc = {b, t, tr, cv, &pl};
+        if (fields_in(t, 0, t->len, pair_for, &lc) == 0 && fit_all(&pl, &body, &nclasses) == 0)
             st = DELTA_OK;
     }
     if (st == DELTA_OK && nclasses > 0 &&
         (dbuf_varint(map, nclasses) || dbuf_put(map, body.p, body.len)))
         st = DELTA_ENOMEM;
-    free(tr);
-    free(bf.v);
-    free(tf.v);
-    free(pl.v);
+    dmem_free(tr);
+    dmem_free(pl.v);
     dbuf_free(&body);
     return st;
 }
 
-static delta_status flatten(const elfmap_view *v, uint8_t **out)
+/* The preconditioned base: the whole of it through the transform. */
+static delta_status precondition(const uint8_t *base, size_t base_len, const dbuf *map,
+                                 uint8_t **out)
 {
-    uint8_t *p = malloc(v->len ? v->len : 1);
-    if (!p)
-        return DELTA_ENOMEM;
-    for (size_t i = 0; i < v->npieces; i++)
-        memcpy(p + v->pieces[i].off, v->pieces[i].p, v->pieces[i].len);
-    *out = p;
-    return DELTA_OK;
+    elfmap_xform *x;
+    delta_status st = elfmap_xform_new(base, base_len, map->p, map->len, &x);
+    if (st != DELTA_OK)
+        return st;
+    *out = dmem_alloc(base_len);
+    if (*out)
+        elfmap_xform_read(x, 0, base_len, *out);
+    else
+        st = DELTA_ENOMEM;
+    elfmap_xform_free(x);
+    return st;
 }
 
 delta_status elfmap_build(const uint8_t *base, size_t base_len, const uint8_t *target,
@@ -965,28 +1014,25 @@ delta_status elfmap_build(const uint8_t *base, size_t base_len, const uint8_t *t
 {
     memset(out, 0, sizeof *out);
     elf_file b, t;
-    if (elf_parse(&b, base, base_len) != 0)
-        return DELTA_OK;
-    if (elf_parse(&t, target, target_len) != 0) {
+    int rb = elf_open(&b, base, base_len);
+    if (rb != 0)
+        return rb == -1 ? DELTA_OK : DELTA_ENOMEM;
+    int rt = elf_open(&t, target, target_len);
+    if (rt != 0) {
         elf_free(&b);
-        return DELTA_OK;
+        return rt == -1 ? DELTA_OK : DELTA_ENOMEM;
     }
     delta_status st = learn(&b, &t, covers, &out->map);
     elf_free(&b);
     elf_free(&t);
     if (st != DELTA_OK || out->map.len == 0)
         return st;
-    elfmap_view v;
-    st = elfmap_apply(base, base_len, out->map.p, out->map.len, &v);
-    if (st == DELTA_OK)
-        st = flatten(&v, &out->base);
-    elfmap_view_free(&v);
-    return st;
+    return precondition(base, base_len, &out->map, &out->base);
 }
 
 void elfmap_result_free(elfmap_result *r)
 {
     dbuf_free(&r->map);
-    free(r->base);
+    dmem_free(r->base);
     r->base = NULL;
 }

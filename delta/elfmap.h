@@ -8,40 +8,28 @@
 
 #include "bsz_format.h"
 
-/* A read-only view of the (preconditioned) base: the base's bytes except in
- * the sections the map rewrote, which come from copies. */
-typedef struct {
-    size_t off, len;
-    const uint8_t *p;
-} elfmap_piece;
+/* The preconditioned base, produced range by range on demand: the base's
+ * bytes with the map applied to the fields in that range. Holds the base's
+ * section table, an index of the sections with fields (a bitmap of 1/16 of
+ * .BTF's size) and the parsed map; never a copy of the base. */
+typedef struct elfmap_xform elfmap_xform;
 
-typedef struct {
-    elfmap_piece *pieces; /* sorted, contiguous, covering [0, len) */
-    size_t npieces;
-    size_t len;
-    uint8_t **copies; /* owned section copies */
-    size_t ncopies;
-} elfmap_view;
-
-/* The identity view of base. */
-delta_status elfmap_view_plain(elfmap_view *v, const uint8_t *base, size_t len);
-/* Pointer to the view's byte at pos (< len) and how many bytes follow it
- * contiguously in that piece. */
-const uint8_t *elfmap_view_at(const elfmap_view *v, uint64_t pos, size_t *run);
-void elfmap_view_free(elfmap_view *v);
-
-/* Decoder side: applies the map map[0..n) to base. DELTA_ECORRUPT if the map
- * is malformed or does not fit this base. */
-delta_status elfmap_apply(const uint8_t *base, size_t len, const uint8_t *map, size_t n,
-                          elfmap_view *out);
+/* Parses the map map[0..n) against base, which must outlive the transform.
+ * DELTA_ECORRUPT if the map is malformed or does not fit this base. */
+delta_status elfmap_xform_new(const uint8_t *base, size_t len, const uint8_t *map, size_t n,
+                              elfmap_xform **out);
+/* Writes bytes [pos, pos + n) of the preconditioned base (pos + n <= len) to
+ * dst. Any split of a range into reads gives the same bytes. */
+void elfmap_xform_read(elfmap_xform *x, uint64_t pos, size_t n, uint8_t *dst);
+void elfmap_xform_free(elfmap_xform *x);
 
 /* Encoder side: given covers of target against the plain base, learns the
  * renumbering and, if base and target are ELF objects it helps, returns the
- * serialized map and the preconditioned base (exactly what elfmap_apply
- * rebuilds from it). Otherwise map is empty and base NULL. */
+ * serialized map and the preconditioned base (elfmap_xform_read of all of
+ * it, as a decoder will see it). Otherwise map is empty and base NULL. */
 typedef struct {
     dbuf map;
-    uint8_t *base; /* base_len bytes, malloc'd, or NULL */
+    uint8_t *base; /* base_len bytes from dmem, or NULL */
 } elfmap_result;
 
 delta_status elfmap_build(const uint8_t *base, size_t base_len, const uint8_t *target,
