@@ -134,8 +134,13 @@ static void test_failed_apply_leaves_nothing(void **state)
     char never[128];
     snprintf(never, sizeof never, "%s/never", dir);
     assert_int_equal(file_size(never), -1);
-    /* wrong base */
+    /* wrong base: bsz checks its CRC-64, dcz the SHA-256 in its header */
     assert_int_equal(run("delta apply --from " NEW " -o %s/never %s", cwd, dir, d), 1);
+    assert_int_equal(file_size(never), -1);
+    assert_int_equal(
+        run("delta create --from " OLD " --to " NEW " -o %s/d.zstd --codec zstd", cwd, cwd, dir),
+        0);
+    assert_int_equal(run("delta apply --from " NEW " -o %s/never %s/d.zstd", cwd, dir, dir), 1);
     assert_int_equal(file_size(never), -1);
     /* an existing output survives a failed apply untouched */
     snprintf(cmd, sizeof cmd, "echo keep > %s/keep", dir);
