@@ -18,6 +18,7 @@
 # Environment:
 #   DURATION=5        seconds per wrk run
 #   RUNS=3            runs per cell (medians are reported)
+#   ONLY="..."        only these objects (manifest blob-1KiB blob-4MiB blob-64MiB)
 #   CONNS="16 256"    connection counts
 #   THREADS=2         wrk threads
 #   SERVERS="nginx sluice registry"   which servers (nginx first: ratios need it)
@@ -29,6 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=/usr/bin/python3
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
+ONLY=${ONLY:-}
 CONNS=${CONNS:-"16 256"}
 THREADS=${THREADS:-2}
 SERVERS=${SERVERS:-"nginx sluice registry"}
@@ -210,6 +212,7 @@ done
 for server in $SERVERS; do reset_hwm "$server"; done
 for o in "${OBJECTS[@]}"; do
   read -r name kind digest _ <<<"$o"
+  case " $ONLY " in "  " | *" $name "*) ;; *) continue ;; esac
   for c in $CONNS; do
     for run in $(seq 1 "$RUNS"); do
       for server in $SERVERS; do
@@ -272,9 +275,12 @@ print()
 print(f"Serving benchmark: wrk -t{threads}, {duration}s per run, {nruns} run(s) per cell, {ncpu} cores; "
       "MB = 10^6 bytes; requests: summed over the runs; req/s, MB/s, p50, p99: medians; ratios: median over the runs of "
       "server/nginx in the same run (req/s: higher is better; p99: lower is better)")
+print("MB/s counts every byte read, headers and bodies still in flight at the end of a run included: it is the "
+      "throughput measure for the large blobs, where few requests complete within a run at 256 connections")
 print()
-hdr = "%-11s %5s  %-9s %8s %11s %10s %9s %9s %9s %8s  %s" % ("object", "conns", "server", "requests", "req/s", "MB/s",
-                                                                "p50 ms", "p99 ms", "req/s/ng", "p99/ng", "errors")
+hdr = "%-11s %5s  %-9s %8s %11s %10s %9s %9s %9s %8s %8s  %s" % (
+    "object", "conns", "server", "requests", "req/s", "MB/s", "p50 ms", "p99 ms", "req/s/ng", "MB/s/ng", "p99/ng",
+    "errors")
 print(hdr)
 print("-" * len(hdr))
 for o, c in objs:
@@ -288,9 +294,9 @@ for o, c in objs:
         if n == 0:  # nothing completed within the duration: no latency to show
             err = (err + "; " if err else "") + "no request completed (raise DURATION)"
         lat = lambda v: "%9.2f" % v if n else "%9s" % "-"
-        print("%-11s %5d  %-9s %8d %11.0f %10.1f %s %s %9s %8s  %s" % (
+        print("%-11s %5d  %-9s %8d %11.0f %10.1f %s %s %9s %8s %8s  %s" % (
             o, c, s, n, rps, mbs, lat(p50), lat(p99), paired_ratio(s, o, c, 0) if base else "-",
-            paired_ratio(s, o, c, 3) if base else "-", err))
+            paired_ratio(s, o, c, 1) if base else "-", paired_ratio(s, o, c, 3) if base else "-", err))
     print()
 print("peak RSS (VmHWM during the runs)")
 nb = rss.get("nginx", (0, 0))[0]
