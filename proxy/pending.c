@@ -123,7 +123,9 @@ int pending_peek(pending_table *t, const char *key, int *result, char *why, size
     int decided = e && e->decided;
     if (decided) {
         *result = e->result;
-        if (why)
+        if (why && whylen && e->result) /* a reason goes with a 0 result only */
+            why[0] = 0;
+        else if (why && whylen)
             snprintf(why, whylen, "%s", e->why);
     }
     pthread_mutex_unlock(&t->mu);

@@ -45,8 +45,9 @@ void pending_free(pending_table *t);
  * pending_close ran; nothing new starts. */
 pending_state pending_ask(pending_table *t, const char *key, pending_waiter *w, int *result,
                           char *why, size_t whylen, uint64_t *generation);
-/* 1 when key is decided (*result and why are the decision), else 0: a
- * lookup that, unlike pending_ask, never starts or joins a decision. */
+/* 1 when key is decided (*result is the decision; why its reason when
+ * *result is 0, else ""), else 0: a lookup that, unlike pending_ask, never
+ * starts or joins a decision. */
 int pending_peek(pending_table *t, const char *key, int *result, char *why, size_t whylen);
 /* Records the decision (ignored if the table was cleared since generation)
  * and wakes the waiters. */

@@ -878,7 +878,8 @@ static void await_decision(reqctx *c)
 /* 1: the manifest may be served; 0: c was answered (403) or waits. */
 static int manifest_trusted(reqctx *c, const uint8_t digest[32])
 {
-    char why[VERIFY_TEXT_MAX] = "";
+    char why[VERIFY_TEXT_MAX];
+    why[0] = 0; /* (not = "": that would clear all of it on every request) */
     c->trust_waited = 1;
     const char *tag = c->r.by_digest ? NULL : c->r.reference;
     switch (trust_check_manifest(c->w->d->trust, c->up, c->r.name, tag, digest, &c->trust_w, why,
@@ -898,7 +899,8 @@ static int manifest_trusted(reqctx *c, const uint8_t digest[32])
  * kernel-module check reads it); 0: c was answered (403) or waits. */
 static int blob_trusted(reqctx *c, int complete)
 {
-    char why[VERIFY_TEXT_MAX] = "";
+    char why[VERIFY_TEXT_MAX];
+    why[0] = 0; /* (not = "": that would clear all of it on every request) */
     c->trust_waited = 1;
     switch (trust_check_blob(c->w->d->trust, c->up, c->r.name, c->r.digest, complete, &c->trust_w,
                              why, sizeof(why))) {

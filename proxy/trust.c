@@ -975,13 +975,25 @@ static int requirement(policy_ref *p, const config_upstream *up, const char *rep
     return req.accept_anything ? 1 : -1;
 }
 
+/* "m|HOST/REPO|TAG|sha256:HEX" ("@" for no tag), truncated to keylen. Built
+ * by hand: it is made for every manifest request while a policy is on. */
 static void manifest_key(const config_upstream *up, const char *repo, const char *tag,
                          const uint8_t digest[32], char *key, size_t keylen)
 {
-    char hex[VERIFY_DIGEST_TEXT_LEN], repo_key[600];
-    verify_digest_format(digest, hex);
+    char repo_key[600], hex[VERIFY_DIGEST_TEXT_LEN];
     transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
-    snprintf(key, keylen, "m|%s|%s|%s", repo_key, tag ? tag : "@", hex);
+    verify_digest_format(digest, hex);
+    const char *parts[] = {"m|", repo_key, "|", tag ? tag : "@", "|", hex};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && keylen; i++) {
+        size_t len = strlen(parts[i]);
+        if (len > keylen - 1 - n)
+            len = keylen - 1 - n;
+        memcpy(key + n, parts[i], len);
+        n += len;
+    }
+    if (keylen)
+        key[n] = 0;
 }
 
 trust_state trust_check_manifest(trust *t, const config_upstream *up, const char *repo,
@@ -990,18 +1002,19 @@ trust_state trust_check_manifest(trust *t, const config_upstream *up, const char
 {
     if (atomic_load_explicit(&t->open, memory_order_acquire))
         return TRUST_ALLOWED; /* no lock on the hot path when nothing is enforced */
+    if (is_signature_tag(tag))
+        return TRUST_ALLOWED;
     char key[700];
     int allowed = 0, checks_now = 0;
+    manifest_key(up, repo, tag, digest, key, sizeof(key));
+    /* A verdict in the table was made under the current policy (a reload
+     * empties the table under the same lock that swaps the policy), whose
+     * scope for this image then required signatures: it still does. The
+     * policy itself is only needed when there is no verdict yet. */
+    if (pending_peek(t->verdicts, key, &allowed, why, whylen))
+        return allowed ? TRUST_ALLOWED : TRUST_DENIED;
     policy_ref *p = current_policy(t);
-    int r = is_signature_tag(tag) || !p->policy ? 1 : -1;
-    if (r < 0) {
-        /* A verdict in the table was made under the current policy, whose
-         * scope for this image then required signatures: it still does. */
-        manifest_key(up, repo, tag, digest, key, sizeof(key));
-        r = pending_peek(t->verdicts, key, &allowed, why, whylen)
-                ? allowed
-                : requirement(p, up, repo, tag, &checks_now, why, whylen);
-    }
+    int r = !p->policy ? 1 : requirement(p, up, repo, tag, &checks_now, why, whylen);
     policy_unref(p);
     if (r >= 0)
         return r ? TRUST_ALLOWED : TRUST_DENIED;

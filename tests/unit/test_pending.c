@@ -30,7 +30,12 @@ static void peek_sees_only_decisions(void **state)
     result = -1;
     assert_int_equal(pending_peek(t, "k", &result, why, sizeof(why)), 1);
     assert_int_equal(result, 1);
-    assert_string_equal(why, "allowed by scope x");
+    assert_string_equal(why, ""); /* a reason goes with denials only */
+    assert_int_equal(pending_ask(t, "d", NULL, &result, why, sizeof(why), &gen), PENDING_FIRST);
+    pending_decide(t, "d", gen, 0, "no signature");
+    assert_int_equal(pending_peek(t, "d", &result, why, sizeof(why)), 1);
+    assert_int_equal(result, 0);
+    assert_string_equal(why, "no signature");
     assert_int_equal(pending_peek(t, "other", &result, NULL, 0), 0); /* never creates an entry */
     assert_int_equal(pending_ask(t, "other", NULL, &result, NULL, 0, &gen), PENDING_FIRST);
     pending_free(t);
