@@ -85,12 +85,11 @@ typedef struct {
 } elf_sec;
 
 typedef struct {
-    size_t sec;     /* section index */
-    uint64_t start; /* == section offset, or for BTF the type area's start */
-    uint64_t end;   /* end of the section, or of the BTF type area */
+    size_t sec;          /* section index */
+    uint64_t start, end; /* the section's bytes in the file */
     unsigned roles;
-    uint8_t *btf; /* ROLE_BTF: 2 bits per word of [bstart, bend) */
-    uint64_t bstart, bend;
+    uint8_t *btf;          /* ROLE_BTF: 2 bits per word of [bstart, bend) */
+    uint64_t bstart, bend; /* ROLE_BTF: the type records */
 } host;
 
 typedef struct {
