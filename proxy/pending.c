@@ -132,6 +132,27 @@ int pending_peek(pending_table *t, const char *key, int *result, char *why, size
     return decided;
 }
 
+uint64_t pending_generation(pending_table *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t g = t->generation;
+    pthread_mutex_unlock(&t->mu);
+    return g;
+}
+
+void pending_remember(pending_table *t, const char *key, uint64_t generation, int result,
+                      const char *why)
+{
+    pthread_mutex_lock(&t->mu);
+    if (!t->closed && generation == t->generation && !find(t, key)) {
+        entry *e = add(t, key);
+        e->decided = 1;
+        e->result = result;
+        snprintf(e->why, sizeof(e->why), "%s", why ? why : "");
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
 void pending_decide(pending_table *t, const char *key, uint64_t generation, int result,
                     const char *why)
 {

@@ -49,6 +49,13 @@ pending_state pending_ask(pending_table *t, const char *key, pending_waiter *w, 
  * *result is 0, else ""), else 0: a lookup that, unlike pending_ask, never
  * starts or joins a decision. */
 int pending_peek(pending_table *t, const char *key, int *result, char *why, size_t whylen);
+/* The current generation (see pending_clear). */
+uint64_t pending_generation(pending_table *t);
+/* Records a decision nobody asked to make — one that follows from others
+ * read under `generation` — unless the table was cleared since or the key
+ * already has an entry. */
+void pending_remember(pending_table *t, const char *key, uint64_t generation, int result,
+                      const char *why);
 /* Records the decision (ignored if the table was cleared since generation)
  * and wakes the waiters. */
 void pending_decide(pending_table *t, const char *key, uint64_t generation, int result,

@@ -1088,9 +1088,22 @@ trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const cha
     if (r == 0)
         return TRUST_BLOB_DENIED;
     if (r < 0) {
-        trust_blob_state st = referencing_manifests(t, up, repo, repo_key, digest, w, why, whylen);
-        if (st != TRUST_BLOB_OK)
-            return st;
+        /* An allowance follows from the allowed manifests that reference
+         * the blob, which stand until the policy changes (the table is
+         * emptied then): it is remembered; a denial is not (a manifest
+         * that lifts it may arrive any time). */
+        char key[700], hex[VERIFY_DIGEST_TEXT_LEN];
+        verify_digest_format(digest, hex);
+        snprintf(key, sizeof(key), "b|%s|%s", repo_key, hex);
+        int allowed = 0;
+        if (!pending_peek(t->verdicts, key, &allowed, NULL, 0) || !allowed) {
+            uint64_t generation = pending_generation(t->verdicts);
+            trust_blob_state st =
+                referencing_manifests(t, up, repo, repo_key, digest, w, why, whylen);
+            if (st != TRUST_BLOB_OK)
+                return st;
+            pending_remember(t->verdicts, key, generation, 1, "");
+        }
     }
     return modules ? module_check(t, up, repo, digest, complete, w, why, whylen) : TRUST_BLOB_OK;
 }

@@ -152,10 +152,14 @@ def test_sighup_policy_change_changes_verdicts(site, sluice_factory, registry):
     sl = sluice_factory(registry.url, config=f"[trust]\npolicy = {pol}\n")
     assert_denied(manifest(sl, "drivers/nvme", "unsigned"))
     assert manifest(sl, "drivers/nvme", "signed").status == 200
+    for _ in range(2):  # the second one is answered from the remembered allowance
+        assert layer(sl, site, "drivers/nvme", "signed")[1].status == 200
+    assert_denied(layer(sl, site, "drivers/nvme", "unsigned")[1])
     site.policy({"type": "insecureAcceptAnything"})
     os.kill(sl.proc.pid, signal.SIGHUP)
     wait_until(lambda: "reloaded" in sl.stderr(), 5, what="reload")
     assert manifest(sl, "drivers/nvme", "unsigned").status == 200
+    assert layer(sl, site, "drivers/nvme", "unsigned")[1].status == 200
     # and back: trust only the other key now; the formerly good one is denied
     site.policy({"type": "sigstoreSigned", "keyPath": site.other_key[1],
                  "signedIdentity": {"type": "matchRepository"}})
@@ -163,6 +167,8 @@ def test_sighup_policy_change_changes_verdicts(site, sluice_factory, registry):
     wait_until(lambda: sl.stderr().count("reloaded") >= 2, 5, what="second reload")
     assert_denied(manifest(sl, "drivers/nvme", "signed"))
     assert manifest(sl, "drivers/nvme", "otherkey").status == 200
+    # no allowance of a blob outlives the policy it was derived under
+    assert_denied(layer(sl, site, "drivers/nvme", "signed")[1])
 
 
 def test_verdicts_offline_from_cached_signatures(site, sluice_factory, registry):

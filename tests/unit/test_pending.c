@@ -85,12 +85,43 @@ static void peek_does_not_wake_or_join(void **state)
     event_base_free(base);
 }
 
+/* pending_remember: derived decisions land only in the generation they
+ * were derived under, and never over an entry someone else owns. */
+static void remember_respects_generation_and_owners(void **state)
+{
+    (void)state;
+    pending_table *t = pending_new();
+    int result = -1;
+    uint64_t gen = pending_generation(t);
+    pending_remember(t, "b", gen, 1, "");
+    assert_int_equal(pending_peek(t, "b", &result, NULL, 0), 1);
+    assert_int_equal(result, 1);
+
+    uint64_t before = pending_generation(t);
+    pending_clear(t);
+    assert_int_not_equal(pending_generation(t), before);
+    pending_remember(t, "stale", before, 1, ""); /* derived under the old policy */
+    assert_int_equal(pending_peek(t, "stale", &result, NULL, 0), 0);
+    assert_int_equal(pending_peek(t, "b", &result, NULL, 0), 0); /* cleared */
+
+    uint64_t g2 = 0;
+    assert_int_equal(pending_ask(t, "owned", NULL, &result, NULL, 0, &g2), PENDING_FIRST);
+    pending_remember(t, "owned", g2, 1, ""); /* being decided by its asker */
+    assert_int_equal(pending_peek(t, "owned", &result, NULL, 0), 0);
+    pending_decide(t, "owned", g2, 0, "denied");
+    pending_remember(t, "owned", g2, 1, ""); /* never overwrites a decision */
+    assert_int_equal(pending_peek(t, "owned", &result, NULL, 0), 1);
+    assert_int_equal(result, 0);
+    pending_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(peek_sees_only_decisions),
         cmocka_unit_test(peek_forgets_with_the_generation),
         cmocka_unit_test(peek_does_not_wake_or_join),
+        cmocka_unit_test(remember_respects_generation_and_owners),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
