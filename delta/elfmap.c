@@ -396,9 +396,15 @@ static size_t host_from(const elf_file *e, uint64_t pos)
 
 /* ---- fields ---- */
 
+/* The transform's state (below); rewrite() renumbers one field in its
+ * output. */
+typedef struct rewriter rewriter;
+static void rewrite(rewriter *rw, uint64_t off, uint32_t cls, unsigned width);
+
 typedef struct {
-    field_fn fn;
+    field_fn fn; /* called for each field, unless rw is set */
     void *ctx;
+    rewriter *rw;  /* the transform: fields are rewritten on the spot */
     uint64_t a, b; /* fields that meet [a, b) */
 } field_sink;
 
@@ -406,7 +412,12 @@ static int emit(const field_sink *f, uint64_t off, uint32_t kind, size_t sec, ui
 {
     if (off + width <= f->a || off >= f->b)
         return 0;
-    field fd = {off, kind | (uint32_t)sec << 3, width};
+    uint32_t cls = kind | (uint32_t)sec << 3;
+    if (f->rw) {
+        rewrite(f->rw, off, cls, width);
+        return 0;
+    }
+    field fd = {off, cls, width};
     return f->fn(f->ctx, &fd);
 }
 
@@ -504,14 +515,19 @@ static int host_fields(const elf_file *e, const host *h, const field_sink *f)
     return 0;
 }
 
-/* Every field of e that meets [a, b), host by host. */
-static int fields_in(const elf_file *e, uint64_t a, uint64_t b, field_fn fn, void *ctx)
+/* Every field of e that meets [f->a, f->b), host by host. */
+static int walk_fields(const elf_file *e, const field_sink *f)
 {
-    field_sink f = {fn, ctx, a, b};
-    for (size_t i = host_from(e, a); i < e->nh && e->h[i].start < b; i++)
-        if (host_fields(e, &e->h[i], &f))
+    for (size_t i = host_from(e, f->a); i < e->nh && e->h[i].start < f->b; i++)
+        if (host_fields(e, &e->h[i], f))
             return -1;
     return 0;
+}
+
+static int fields_in(const elf_file *e, uint64_t a, uint64_t b, field_fn fn, void *ctx)
+{
+    field_sink f = {fn, ctx, NULL, a, b};
+    return walk_fields(e, &f);
 }
 
 /* ---- the map ---- */
@@ -644,48 +660,49 @@ static class_map *class_of(const elfmap_xform *x, uint32_t cls)
     return kind == K_SECOFF ? x->secoff[cls >> 3] : x->kind[kind];
 }
 
-typedef struct {
+struct rewriter {
     elfmap_xform *x;
     uint64_t pos; /* dst holds the transformed base from here */
     size_t n;
     uint8_t *dst;
-} rewriter;
+};
 
-/* Writes the part of field fd's new value that falls into dst. */
-static int rewrite_field(void *ctx, const field *fd)
+/* Writes the part of the new value of the field at off that falls into dst
+ * (an unchanged value is not written: where two fields overlap, the later
+ * one only wins if it changes). */
+static void rewrite(rewriter *rw, uint64_t off, uint32_t cls, unsigned width)
 {
-    rewriter *rw = ctx;
-    class_map *c = class_of(rw->x, fd->cls);
+    class_map *c = class_of(rw->x, cls);
     if (!c)
-        return 0;
-    uint64_t old = read_w(rw->x->e.p + fd->off, fd->width);
-    uint64_t neu = remap(c, old, fd->width);
+        return;
+    uint64_t old = read_w(rw->x->e.p + off, (int)width);
+    uint64_t neu = remap(c, old, (int)width);
     if (neu == old)
-        return 0;
-    if (fd->off >= rw->pos && fd->off + fd->width <= rw->pos + rw->n) {
-        uint8_t *d = rw->dst + (fd->off - rw->pos);
-        if (fd->width == 8)
+        return;
+    if (off >= rw->pos && off + width <= rw->pos + rw->n) {
+        uint8_t *d = rw->dst + (off - rw->pos);
+        if (width == 8)
             put_le64(d, neu);
-        else if (fd->width == 4)
+        else if (width == 4)
             put_le32(d, (uint32_t)neu);
         else
             d[0] = (uint8_t)neu, d[1] = (uint8_t)(neu >> 8);
-        return 0;
+        return;
     }
-    for (unsigned i = 0; i < fd->width; i++) {
-        uint64_t at = fd->off + i;
+    for (unsigned i = 0; i < width; i++) {
+        uint64_t at = off + i;
         if (at >= rw->pos && at < rw->pos + rw->n)
             rw->dst[at - rw->pos] = (uint8_t)(neu >> (8 * i));
     }
-    return 0;
 }
 
 void elfmap_xform_read(elfmap_xform *x, uint64_t pos, size_t n, uint8_t *dst)
 {
     memcpy(dst, x->e.p + pos, n);
     rewriter rw = {x, pos, n, dst};
-    /* rewrite_field never fails */
-    (void)fields_in(&x->e, pos, pos + n, rewrite_field, &rw);
+    field_sink f = {NULL, NULL, &rw, pos, pos + n};
+    /* rewriting never fails */
+    (void)walk_fields(&x->e, &f);
 }
 
 static delta_status xform_tables(elfmap_xform *x)
