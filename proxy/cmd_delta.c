@@ -4,17 +4,17 @@
  *
  * How it works: inputs are mapped read-only with mmap (they may be large;
  * only the pages a codec touches are read). The base's SHA-256, which the
- * dcz header carries, is computed with OpenSSL's EVP API when creating and,
- * when applying, only for a dcz delta (the one format that names its base by
- * that digest; bsz and VCDIFF check the base themselves, and hashing it
- * would cost a tenth of an apply). Output goes to a temporary file created
- * next to the destination (same directory, so the final rename is atomic;
- * cli_file.h); the codec streams into it through a buffered sink, then the
- * file is fsync'd, renamed over the destination and the directory fsync'd.
- * On any error the temporary file is removed, so a failed or interrupted
- * run never leaves a partial output under the destination's name. When
- * stderr is a terminal and an input is large, a progress line is redrawn in
- * place.
+ * dcz header carries, is computed with OpenSSL's EVP API only when a dcz
+ * delta is made (codec zstd or auto) or applied: bsz and VCDIFF check the
+ * base themselves, and hashing it would cost a tenth of an apply and, with
+ * OpenSSL's initialization, 2.3 MiB of memory. Output goes to a temporary
+ * file created next to the destination (same directory, so the final rename
+ * is atomic; cli_file.h); the codec streams into it through a buffered sink,
+ * then the file is fsync'd, renamed over the destination and the directory
+ * fsync'd. On any error the temporary file is removed, so a failed or
+ * interrupted run never leaves a partial output under the destination's
+ * name. When stderr is a terminal and an input is large, a progress line is
+ * redrawn in place.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -189,6 +189,16 @@ static void summary(const char *verb, const char *path, const delta_report *r, s
             delta_codec_name(r->codec), (unsigned long long)r->out_len, pct);
 }
 
+/* The base's SHA-256 for the codecs that write a dcz header. */
+static int create_digest(const cli_mapped *base, create_args *a, uint8_t digest[DELTA_SHA256_LEN])
+{
+    a->opt.base_sha256 = NULL;
+    if (a->codec != DELTA_CODEC_ZSTD && a->codec != DELTA_CODEC_AUTO)
+        return 0;
+    a->opt.base_sha256 = digest;
+    return sha256(base, digest);
+}
+
 static int run_create(create_args *a)
 {
     cli_mapped base, target;
@@ -199,9 +209,8 @@ static int run_create(create_args *a)
     if (cli_map_file(CMD, a->to, &target) == 0) {
         cli_out o;
         progress pr;
-        a->opt.base_sha256 = digest;
         setup_progress(&a->opt, &pr, "encoding", target.len);
-        if (sha256(&base, digest) == 0 && cli_out_open(&o, CMD, a->out) == 0) {
+        if (create_digest(&base, a, digest) == 0 && cli_out_open(&o, CMD, a->out) == 0) {
             delta_report r;
             delta_status st = delta_encode(a->codec, base.p, base.len, target.p, target.len,
                                            &a->opt, cli_out_write, &o, &r);
