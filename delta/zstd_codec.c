@@ -67,9 +67,9 @@ static unsigned umax(unsigned a, unsigned b)
  * two up to twice base + target). With 2^L <= base + target < 2^(L+1): the
  * binary tree gets 2^(L-2) entries and the hash table 2^(L-3) (4 bytes
  * each), the long-distance matcher 2^(L-3) (8 bytes each), so the tables
- * stay under 2.5x base + target; never above the level's own choice or
- * window log - 1 / - 2, never below 2^17 / 2^16 (small inputs keep the
- * level's tables). The long-distance matcher, which finds the base's copy
+ * stay under 2.5x base + target; the binary tree and hash table never above
+ * the level's own choice or window log - 1 / - 2, never below 2^17 / 2^16
+ * (small inputs keep the level's tables). The long-distance matcher, which finds the base's copy
  * of most of the target, looks at every 4th position for matches of 16
  * bytes or more (its defaults, every 2^(window log - hash log)th position
  * and 64 bytes, miss the short runs between changed fields). On kernel
@@ -83,7 +83,7 @@ static size_t set_tables(ZSTD_CCtx *cctx, int level, unsigned wlog, size_t src, 
         L++;
     unsigned clog = umin(umin(cp.chainLog, wlog - 1), umax(L - umin(L, 2), 17));
     unsigned hlog = umin(umin(cp.hashLog, wlog - 2), umax(L - umin(L, 3), 16));
-    unsigned ldm = umin(umax(L - umin(L, 3), 16), ZSTD_LDM_HASHLOG_MAX);
+    unsigned ldm = umin(umax(L - umin(L, 3), ZSTD_LDM_HASHLOG_MIN), ZSTD_LDM_HASHLOG_MAX);
     SETP(cctx, ZSTD_c_chainLog, (int)clog);
     SETP(cctx, ZSTD_c_hashLog, (int)hlog);
     SETP(cctx, ZSTD_c_ldmHashLog, (int)ldm);
