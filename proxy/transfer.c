@@ -81,11 +81,19 @@ static void table_remove(transfer *t)
     }
 }
 
+/* (Made on every request: no printf.) */
 void transfer_repo_key(const config_upstream *up, const char *repo, char *out, size_t outlen)
 {
-    char host[256];
-    upstream_host_of(up->url, host, sizeof(host));
-    snprintf(out, outlen, "%s/%s", host, repo);
+    if (!outlen)
+        return;
+    upstream_host_of(up->url, out, outlen);
+    size_t n = strlen(out), len = strlen(repo);
+    if (n + 1 < outlen)
+        out[n++] = '/';
+    if (len > outlen - 1 - n)
+        len = outlen - 1 - n;
+    memcpy(out + n, repo, len);
+    out[n + len] = 0;
 }
 
 static void make_key(const transfer_spec *s, char *out, size_t outlen)
