@@ -120,6 +120,12 @@ static int range_ok(uint64_t off, uint64_t size, size_t len)
     return off <= len && size <= len - off;
 }
 
+/* Kernel modules have tens of sections (a few hundred with one section per
+ * function); a file with more is not one this transform is for. The bound
+ * also keeps the section checks below, which are quadratic, cheap on
+ * hostile input (65k sections would cost seconds). */
+#define ELF_MAX_SECTIONS 4096
+
 static int overlaps_usable(const elf_file *e, size_t k)
 {
     const elf_sec *a = &e->s[k];
@@ -154,7 +160,7 @@ static int elf_parse_headers(elf_file *e, const uint8_t *p, size_t len)
         return -1;
     uint64_t shoff = le64(p + 0x28);
     size_t shnum = le16(p + 0x3c);
-    if (le16(p + 0x3a) != 64 || shnum == 0 || shnum >= SHN_LORESERVE ||
+    if (le16(p + 0x3a) != 64 || shnum == 0 || shnum > ELF_MAX_SECTIONS ||
         !range_ok(shoff, (uint64_t)shnum * 64, len) || le16(p + 0x3e) >= shnum)
         return -1;
     e->s = dmem_calloc(shnum, sizeof *e->s);
