@@ -4,8 +4,9 @@
  *
  * How it works: inputs are mapped with mmap (they may be large; only the
  * pages a reader touches are read). Outputs are written to a mkostemp file
- * in the destination's directory through a 1 MiB buffer (larger writes go
- * straight through), then fchmod 0644, fsync, rename(2) over the
+ * in the destination's directory through a 64 KiB buffer (writes of that
+ * size or more go straight through: the delta decoders hand over 256 KiB
+ * pieces), then fchmod 0644, fsync, rename(2) over the
  * destination and fsync of the directory, the sequence that makes the new
  * name point at complete, durable content after a crash at any point.
  */
@@ -21,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WRITE_BUF (1u << 20)
+#define WRITE_BUF (64u << 10) /* small: a device's memory is counted in multiples of its files */
 
 /* ---- input files ---- */
 
