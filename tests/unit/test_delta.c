@@ -23,23 +23,12 @@
 #include <openssl/evp.h>
 
 #include "delta.h"
-
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
+#include "tbuf.h"
 
 static int buf_sink(void *arg, const void *p, size_t n)
 {
-    buf *b = arg;
     assert_true(n > 0 && n <= DELTA_CHUNK);
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
+    buf_append(arg, p, n);
     return 0;
 }
 
@@ -47,19 +36,6 @@ static void buf_free(buf *b)
 {
     free(b->p);
     memset(b, 0, sizeof *b);
-}
-
-static buf slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    buf b = {0};
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        buf_sink(&b, tmp, n);
-    fclose(f);
-    return b;
 }
 
 static void sha256(const buf *b, uint8_t out[32])

@@ -20,24 +20,13 @@
 
 #include "elfmap.h"
 #include "internal.h"
+#include "tbuf.h"
 
 #define MIB ((size_t)1 << 20)
 
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
-
 static int buf_sink(void *arg, const void *p, size_t n)
 {
-    buf *b = arg;
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
+    buf_append(arg, p, n);
     return 0;
 }
 
@@ -47,19 +36,6 @@ static int discard(void *arg, const void *p, size_t n)
     (void)p;
     (void)n;
     return 0;
-}
-
-static buf slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    buf b = {0};
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        buf_sink(&b, tmp, n);
-    fclose(f);
-    return b;
 }
 
 static buf module(const char *name, const char *which)
