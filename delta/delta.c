@@ -238,17 +238,33 @@ static delta_status encode_to_buf(delta_codec codec, const uint8_t *base, size_t
     return st;
 }
 
+/* AUTO with a digest callback: the zstd candidate is made with a
+ * placeholder digest, which the real one replaces only if it is chosen. */
+static delta_status fill_dcz_digest(const delta_options *o, dbuf *best, delta_report *rep)
+{
+    uint8_t digest[DELTA_SHA256_LEN];
+    if (best->len < DELTA_DCZ_HEADER_LEN || o->base_sha256_fn(o->base_sha256_arg, digest) != 0)
+        return delta_fail(rep, DELTA_EINVAL, "the base's SHA-256 could not be computed");
+    memcpy(best->p + DELTA_DCZ_HEADER_LEN - DELTA_SHA256_LEN, digest, DELTA_SHA256_LEN);
+    return DELTA_OK;
+}
+
 static delta_status encode_auto(const uint8_t *base, size_t base_len, const uint8_t *target,
                                 size_t target_len, const delta_options *o, delta_sink *out,
                                 delta_report *rep)
 {
     static const delta_codec order[] = {DELTA_CODEC_BSZ, DELTA_CODEC_ZSTD, DELTA_CODEC_VCDIFF};
+    static const uint8_t placeholder[DELTA_SHA256_LEN];
+    delta_options lazy = *o;
+    int digest_later = !o->base_sha256 && o->base_sha256_fn;
+    if (digest_later)
+        lazy.base_sha256 = placeholder;
     dbuf best = {0};
     delta_codec best_codec = DELTA_CODEC_NONE;
     delta_status st = DELTA_OK;
     for (size_t i = 0; i < 3 && st == DELTA_OK; i++) {
         dbuf cur = {0};
-        st = encode_to_buf(order[i], base, base_len, target, target_len, o, &cur, rep);
+        st = encode_to_buf(order[i], base, base_len, target, target_len, &lazy, &cur, rep);
         if (st == DELTA_OK && (best_codec == DELTA_CODEC_NONE || cur.len < best.len)) {
             dbuf_free(&best);
             best = cur;
@@ -257,6 +273,8 @@ static delta_status encode_auto(const uint8_t *base, size_t base_len, const uint
             dbuf_free(&cur);
         }
     }
+    if (st == DELTA_OK && digest_later && best_codec == DELTA_CODEC_ZSTD)
+        st = fill_dcz_digest(o, &best, rep);
     if (st == DELTA_OK)
         st = delta_sink_put(out, best.p, best.len);
     if (st == DELTA_OK)

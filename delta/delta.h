@@ -148,6 +148,8 @@ typedef long (*delta_read_fn)(void *arg, void *buf, size_t cap);
  * total is 0 when unknown). Called from the encoding/decoding thread, at most
  * every DELTA_CHUNK bytes or so. */
 typedef void (*delta_progress_fn)(void *arg, uint64_t done, uint64_t total);
+/* Computes the base's SHA-256 (32 bytes) into out; 0 on success. */
+typedef int (*delta_sha256_fn)(void *arg, uint8_t *out);
 
 /* The largest chunk a sink receives. */
 #define DELTA_CHUNK (256u * 1024u)
@@ -189,6 +191,12 @@ typedef struct {
      * AUTO) requires it: it goes into the dcz header. Decoding compares it
      * with the dcz header and fails with DELTA_EBASE on a mismatch. */
     const uint8_t *base_sha256;
+    /* Encoding, when base_sha256 is NULL: asked for it only when a dcz
+     * header is written — with AUTO, only when zstd's delta is the one
+     * chosen — so a caller that hashes the base just for the header pays
+     * nothing (time, or OpenSSL's start-up memory) when another codec wins. */
+    delta_sha256_fn base_sha256_fn;
+    void *base_sha256_arg;
     /* Decoding: the largest output accepted (default DELTA_MAX_TARGET_DEFAULT).
      * The proxy sets the target descriptor's size. */
     uint64_t max_target;
@@ -212,7 +220,8 @@ typedef struct {
 
 /* Encodes the delta from base[0..base_len) to target[0..target_len) with
  * codec and streams it to write(warg, ...). opt may be NULL (defaults; not for
- * DELTA_CODEC_ZSTD, whose dcz header needs opt->base_sha256). report may be
+ * DELTA_CODEC_ZSTD, whose dcz header needs opt->base_sha256 or
+ * opt->base_sha256_fn). report may be
  * NULL. Empty and identical inputs are valid. AUTO buffers each candidate in
  * memory (deltas are small) and writes only the smallest. */
 delta_status delta_encode(delta_codec codec, const void *base, size_t base_len, const void *target,

@@ -141,10 +141,17 @@ delta_status zstd_encode(const uint8_t *base, size_t base_len, const uint8_t *ta
                          size_t target_len, const delta_options *o, delta_sink *out,
                          delta_report *rep)
 {
-    if (!o->base_sha256)
+    uint8_t digest[DELTA_SHA256_LEN];
+    const uint8_t *base_sha256 = o->base_sha256;
+    if (!base_sha256 && o->base_sha256_fn) {
+        if (o->base_sha256_fn(o->base_sha256_arg, digest) != 0)
+            return delta_fail(rep, DELTA_EINVAL, "the base's SHA-256 could not be computed");
+        base_sha256 = digest;
+    }
+    if (!base_sha256)
         return delta_fail(rep, DELTA_EINVAL, "the zstd (dcz) codec needs the base's SHA-256");
     uint8_t header[DELTA_DCZ_HEADER_LEN];
-    delta_dcz_header_write(header, o->base_sha256);
+    delta_dcz_header_write(header, base_sha256);
     delta_status st = delta_sink_put(out, header, sizeof header);
     if (st != DELTA_OK)
         return st;

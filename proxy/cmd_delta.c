@@ -189,20 +189,23 @@ static void summary(const char *verb, const char *path, const delta_report *r, s
             delta_codec_name(r->codec), (unsigned long long)r->out_len, pct);
 }
 
-/* The base's SHA-256 for the codecs that write a dcz header. */
-static int create_digest(const cli_mapped *base, create_args *a, uint8_t digest[DELTA_SHA256_LEN])
+static int base_sha256_cb(void *arg, uint8_t *out)
+{
+    return sha256(arg, out);
+}
+
+/* The base's SHA-256 is computed only if a dcz header is written (for auto:
+ * only if zstd's delta wins), so OpenSSL is not even started otherwise. */
+static void create_digest(const cli_mapped *base, create_args *a)
 {
     a->opt.base_sha256 = NULL;
-    if (a->codec != DELTA_CODEC_ZSTD && a->codec != DELTA_CODEC_AUTO)
-        return 0;
-    a->opt.base_sha256 = digest;
-    return sha256(base, digest);
+    a->opt.base_sha256_fn = base_sha256_cb;
+    a->opt.base_sha256_arg = (void *)base;
 }
 
 static int run_create(create_args *a)
 {
     cli_mapped base, target;
-    uint8_t digest[DELTA_SHA256_LEN];
     if (cli_map_file(CMD, a->from, &base) != 0)
         return 1;
     int rc = 1;
@@ -210,7 +213,8 @@ static int run_create(create_args *a)
         cli_out o;
         progress pr;
         setup_progress(&a->opt, &pr, "encoding", target.len);
-        if (create_digest(&base, a, digest) == 0 && cli_out_open(&o, CMD, a->out) == 0) {
+        create_digest(&base, a);
+        if (cli_out_open(&o, CMD, a->out) == 0) {
             delta_report r;
             delta_status st = delta_encode(a->codec, base.p, base.len, target.p, target.len,
                                            &a->opt, cli_out_write, &o, &r);

@@ -161,6 +161,59 @@ static void test_bsz_smallest_on_modules(void **state)
     free_pair(&p);
 }
 
+/* The base's digest asked for only when a dcz header is written. */
+typedef struct {
+    const uint8_t *sha;
+    int calls;
+} digest_asked;
+
+static int count_digest(void *arg, uint8_t *out)
+{
+    digest_asked *d = arg;
+    d->calls++;
+    memcpy(out, d->sha, 32);
+    return 0;
+}
+
+static void test_lazy_base_digest(void **state)
+{
+    (void)state;
+    pair p = load_pair("nvme-core");
+    delta_options o = opts_for(NULL);
+    digest_asked asked = {p.sha, 0};
+    o.base_sha256_fn = count_digest;
+    o.base_sha256_arg = &asked;
+    /* auto choosing bsz never needs it */
+    buf a = {0};
+    delta_report r;
+    assert_int_equal(delta_encode(DELTA_CODEC_AUTO, p.old.p, p.old.len, p.neu.p, p.neu.len, &o,
+                                  buf_sink, &a, &r),
+                     DELTA_OK);
+    assert_int_equal(r.codec, DELTA_CODEC_BSZ);
+    assert_int_equal(asked.calls, 0);
+    /* zstd asks once, and its header carries what it was told */
+    buf z = encode(DELTA_CODEC_ZSTD, &p.old, &p.neu, &o);
+    assert_int_equal(asked.calls, 1);
+    uint8_t in_header[32];
+    assert_int_equal(delta_dcz_header_parse(z.p, z.len, in_header), DELTA_OK);
+    assert_memory_equal(in_header, p.sha, 32);
+    delta_options check = opts_for(p.sha);
+    buf out = {0};
+    assert_int_equal(decode(&p.old, &z, &check, &out), DELTA_OK);
+    assert_int_equal(out.len, p.neu.len);
+    /* without either, zstd is refused */
+    o.base_sha256_fn = NULL;
+    buf none = {0};
+    assert_int_equal(delta_encode(DELTA_CODEC_ZSTD, p.old.p, p.old.len, p.neu.p, p.neu.len, &o,
+                                  buf_sink, &none, NULL),
+                     DELTA_EINVAL);
+    buf_free(&none);
+    buf_free(&out);
+    buf_free(&z);
+    buf_free(&a);
+    free_pair(&p);
+}
+
 static void test_empty_and_identical(void **state)
 {
     (void)state;
@@ -716,7 +769,7 @@ int main(void)
         cmocka_unit_test(test_sink_failure),        cmocka_unit_test(test_bad_arguments_and_helper),
         cmocka_unit_test(test_detect_and_dcz),      cmocka_unit_test(test_bsz_header_fields),
         cmocka_unit_test(test_interop_cli_tools),   cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_select_bases),
+        cmocka_unit_test(test_select_bases),        cmocka_unit_test(test_lazy_base_digest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
