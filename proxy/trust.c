@@ -975,17 +975,21 @@ static int requirement(policy_ref *p, const config_upstream *up, const char *rep
     return req.accept_anything ? 1 : -1;
 }
 
-/* "m|HOST/REPO|TAG|sha256:HEX" ("@" for no tag), truncated to keylen. Built
- * by hand: it is made for every manifest request while a policy is on. */
-static void manifest_key(const config_upstream *up, const char *repo, const char *tag,
-                         const uint8_t digest[32], char *key, size_t keylen)
+/* Keys of the verdict table: "m|HOST/REPO|TAG|sha256:HEX" for manifests
+ * ("@" for no tag), "b|HOST/REPO|sha256:HEX" for blob allowances,
+ * "k|sha256:HEX" for module checks; repo_key and tag are left out when
+ * NULL. Built by hand (one is made for every request while a policy is
+ * on), truncated to keylen. */
+static void verdict_key(const char *kind, const char *repo_key, const char *tag,
+                        const uint8_t digest[32], char *key, size_t keylen)
 {
-    char repo_key[600], hex[VERIFY_DIGEST_TEXT_LEN];
-    transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
+    char hex[VERIFY_DIGEST_TEXT_LEN];
     verify_digest_format(digest, hex);
-    const char *parts[] = {"m|", repo_key, "|", tag ? tag : "@", "|", hex};
+    const char *parts[] = {kind, "|", repo_key, "|", tag, "|", hex};
     size_t n = 0;
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && keylen; i++) {
+        if (!parts[i] || (i % 2 == 1 && !parts[i - 1]))
+            continue; /* a missing field and its separator */
         size_t len = strlen(parts[i]);
         if (len > keylen - 1 - n)
             len = keylen - 1 - n;
@@ -1006,7 +1010,9 @@ trust_state trust_check_manifest(trust *t, const config_upstream *up, const char
         return TRUST_ALLOWED;
     char key[700];
     int allowed = 0, checks_now = 0;
-    manifest_key(up, repo, tag, digest, key, sizeof(key));
+    char repo_key[600];
+    transfer_repo_key(up, repo, repo_key, sizeof(repo_key));
+    verdict_key("m", repo_key, tag ? tag : "@", digest, key, sizeof(key));
     /* A verdict in the table was made under the current policy (a reload
      * empties the table under the same lock that swaps the policy), whose
      * scope for this image then required signatures: it still does. The
@@ -1038,9 +1044,8 @@ static trust_blob_state module_check(trust *t, const config_upstream *up, const 
 {
     if (!complete)
         return TRUST_BLOB_NEEDS_BYTES;
-    char hex[VERIFY_DIGEST_TEXT_LEN], key[700];
-    verify_digest_format(digest, hex);
-    snprintf(key, sizeof(key), "k|%s", hex);
+    char key[700];
+    verdict_key("k", NULL, NULL, digest, key, sizeof(key));
     make_args a = {t, JOB_MODULE, up, repo, NULL, key, digest, 0};
     trust_state st = ask(t, &a, w, why, whylen);
     return st == TRUST_ALLOWED  ? TRUST_BLOB_OK
@@ -1092,9 +1097,8 @@ trust_blob_state trust_check_blob(trust *t, const config_upstream *up, const cha
          * the blob, which stand until the policy changes (the table is
          * emptied then): it is remembered; a denial is not (a manifest
          * that lifts it may arrive any time). */
-        char key[700], hex[VERIFY_DIGEST_TEXT_LEN];
-        verify_digest_format(digest, hex);
-        snprintf(key, sizeof(key), "b|%s|%s", repo_key, hex);
+        char key[700];
+        verdict_key("b", repo_key, NULL, digest, key, sizeof(key));
         int allowed = 0;
         if (!pending_peek(t->verdicts, key, &allowed, NULL, 0) || !allowed) {
             uint64_t generation = pending_generation(t->verdicts);
