@@ -929,6 +929,15 @@ static void wait_on_transfer(reqctx *c, transfer *t, wake_fn fn)
     event_active(c->wake, EV_READ, 0);
 }
 
+/* The state of the transfer c waits on (the upstream thread moves it). */
+static transfer_state waited_state(reqctx *c)
+{
+    pthread_mutex_lock(&c->t->mu);
+    transfer_state st = c->t->state;
+    pthread_mutex_unlock(&c->t->mu);
+    return st;
+}
+
 /* The blob must be whole before it is checked: wait for the transfer to
  * finish, then serve it like a cache hit. */
 static void blob_fill_wake(reqctx *c)
@@ -937,9 +946,7 @@ static void blob_fill_wake(reqctx *c)
         finish(c);
         return;
     }
-    pthread_mutex_lock(&c->t->mu);
-    transfer_state st = c->t->state;
-    pthread_mutex_unlock(&c->t->mu);
+    transfer_state st = waited_state(c);
     if (st == T_FAILED) {
         reply_upstream_error(c, c->t->error, "BLOB_UNKNOWN", c->t->error_msg);
     } else if (st == T_DONE) {
@@ -1075,9 +1082,7 @@ static void base_fill_wake(reqctx *c)
         finish(c);
         return;
     }
-    pthread_mutex_lock(&c->t->mu);
-    transfer_state st = c->t->state;
-    pthread_mutex_unlock(&c->t->mu);
+    transfer_state st = waited_state(c);
     if (st != T_DONE && st != T_FAILED)
         return;
     if (st == T_FAILED)
