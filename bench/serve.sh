@@ -43,14 +43,7 @@ LIB_WHO=bench
 need wrk nginx docker-registry skopeo curl
 case " $SERVERS " in *" sluice "*) [ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (ninja -C build)";; esac
 
-WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-declare -A PID=()
-cleanup() {
-  stop_pids "${PID[@]}"
-  if [ "${KEEP:-0}" = 1 ]; then echo "bench: files kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workdir sluice-bench
 
 
 # -- content: one layout with the four objects, pushed to the registry ---------------------------

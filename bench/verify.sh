@@ -69,14 +69,7 @@ need wrk docker-registry skopeo curl openssl cc pkg-config
 [ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (ninja -C $BUILD)"
 [ -f "$VERIFY_LIB" ] || die "no $VERIFY_LIB (ninja -C $BUILD)"
 
-WORK=$(mktemp -d /tmp/sluice-bench-verify.XXXXXX)
-declare -A PID=()
-cleanup() {
-  stop_pids "${PID[@]}"
-  if [ "${KEEP:-0}" = 1 ]; then echo "bench: files kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workdir sluice-bench-verify
 
 RPORT=$(free_port)
 REGISTRY=127.0.0.1:$RPORT

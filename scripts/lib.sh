@@ -34,6 +34,20 @@ stop_pids() {
   done
 }
 
+# bench_workdir PREFIX: a temp dir in $WORK and a PID table (name -> pid);
+# on exit every server in PID is stopped and the dir removed (kept, and
+# said, with KEEP=1)
+bench_workdir() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  declare -gA PID=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+bench_cleanup() {
+  stop_pids "${PID[@]}"
+  if [ "${KEEP:-0}" = 1 ]; then echo "${LIB_WHO:-bench}: files kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+
 # need TOOL...: each must be on PATH
 need() {
   local tool
