@@ -12,7 +12,11 @@
  * a transform that produces the preconditioned base range by range, as
  * covers need it (elfmap.c; nothing of the base is copied). Then the control
  * records are replayed: literal bytes from the extra stream, a seek in the
- * base, cover bytes as diff + base. Each stream is decoded incrementally by a bsz_reader, output
+ * base, cover bytes as base + diff. In version 2 the diff is sparse: a cover
+ * chunk starts as a copy of the base and only the non-zero runs that RUNS
+ * places in it are added (most cover bytes equal the base, so this skips
+ * both decoding and adding their zeros); version 1's dense diff is added
+ * byte by byte. Each stream is decoded incrementally by a bsz_reader, output
  * goes out in chunks, every length and position is checked before use, the
  * decoder never produces more than the declared target length, and at the
  * end every stream must be exhausted and the output's CRC-64 must match.
@@ -31,7 +35,7 @@
 void bsz_header_write(uint8_t out[BSZ_HEADER_LEN], const bsz_header *h)
 {
     memcpy(out, BSZ_MAGIC, BSZ_MAGIC_LEN);
-    out[8] = BSZ_VERSION;
+    out[8] = h->version;
     out[9] = h->flags;
     out[10] = out[11] = 0;
     put_le64(out + 12, h->base_len);
@@ -47,8 +51,10 @@ delta_status bsz_header_parse(const uint8_t *p, size_t n, bsz_header *h)
         return DELTA_EFORMAT;
     if (n < BSZ_HEADER_LEN)
         return DELTA_ECORRUPT;
-    if (p[8] != BSZ_VERSION || (p[9] & ~BSZ_FLAG_ELF) != 0 || p[10] != 0 || p[11] != 0)
+    if ((p[8] != BSZ_VERSION && p[8] != BSZ_VERSION_DENSE) || (p[9] & ~BSZ_FLAG_ELF) != 0 ||
+        p[10] != 0 || p[11] != 0)
         return DELTA_ECORRUPT;
+    h->version = p[8];
     h->flags = p[9];
     h->base_len = le64(p + 12);
     h->base_crc = le64(p + 20);
@@ -80,6 +86,9 @@ uint64_t bsz_stream_max_raw(int stream, uint64_t target_len)
     case BSZ_S_SEEK:
         /* every record produces at least one byte; one varint each */
         return 10 * (target_len + 1);
+    case BSZ_S_RUNS:
+        /* every pair places at least one byte; two varints each */
+        return 20 * (target_len + 1);
     default:
         return target_len;
     }
@@ -96,11 +105,15 @@ typedef struct {
 
 typedef struct {
     bsz_header h;
+    int nstreams; /* BSZ_NSTREAMS, or BSZ_NSTREAMS_DENSE for version 1 */
     stream_desc s[BSZ_NSTREAMS];
     bsz_reader *r[BSZ_NSTREAMS];
     const uint8_t *base;
     elfmap_xform *xform; /* NULL without an ELF map: covers read the base itself */
     uint64_t crc;
+    /* Version 2: what is left of the current RUNS pair (zeros first); once
+     * RUNS is exhausted, zeros_left is UINT64_MAX (the rest is zeros). */
+    uint64_t zeros_left, nonzero_left;
 } bsz_dec;
 
 static int src_varint(delta_src *in, uint64_t *v)
@@ -169,7 +182,8 @@ static delta_status read_desc(delta_src *in, int i, uint64_t target_len, stream_
 
 static delta_status read_streams(bsz_dec *d, delta_src *in, unsigned max_wlog)
 {
-    for (int i = 0; i < BSZ_NSTREAMS; i++) {
+    d->nstreams = d->h.version == BSZ_VERSION_DENSE ? BSZ_NSTREAMS_DENSE : BSZ_NSTREAMS;
+    for (int i = 0; i < d->nstreams; i++) {
         delta_status st = read_desc(in, i, d->h.target_len, &d->s[i]);
         if (st != DELTA_OK)
             return st;
@@ -178,7 +192,7 @@ static delta_status read_streams(bsz_dec *d, delta_src *in, unsigned max_wlog)
     long r = delta_src_read(in, &extra, 1);
     if (r != 0)
         return r < 0 ? DELTA_ESOURCE : DELTA_ECORRUPT;
-    for (int i = 0; i < BSZ_NSTREAMS; i++) {
+    for (int i = 0; i < d->nstreams; i++) {
         stream_desc *s = &d->s[i];
         delta_status st = bsz_reader_new(s->method, s->payload, s->comp_len, s->raw_len, s->dict,
                                          max_wlog, &d->r[i]);
@@ -219,18 +233,7 @@ static delta_status load_map(bsz_dec *d, const uint8_t *base, size_t base_len)
 
 static int reader_varint(bsz_reader *r, uint64_t *v)
 {
-    uint8_t b[10];
-    for (size_t i = 0; i < 10; i++) {
-        const uint8_t *p;
-        if (bsz_reader_get(r, 1, &p) != 1)
-            return -1;
-        b[i] = *p;
-        if (!(b[i] & 0x80)) {
-            size_t pos = 0;
-            return varint_get(b, i + 1, &pos, v);
-        }
-    }
-    return -1;
+    return bsz_reader_varint(r, v, 0);
 }
 
 static delta_status emit(bsz_dec *d, delta_sink *out, const uint8_t *p, size_t n)
@@ -267,23 +270,87 @@ static void add_in_place(uint8_t *restrict out, const uint8_t *restrict diff, si
         out[k] = (uint8_t)(out[k] + diff[k]);
 }
 
-/* Adds n diff bytes to the (preconditioned) base from position pos,
- * straight into the sink's buffer. */
+/* Version 1: the next n (<= the sink's chunk) cover bytes from position pos
+ * into dst, as dense diff + (preconditioned) base; how many were made, or -1. */
+static long cover_dense(bsz_dec *d, uint64_t pos, size_t n, uint8_t *dst)
+{
+    const uint8_t *p;
+    long r = bsz_reader_get(d->r[BSZ_S_DIFF], n, &p);
+    if (r <= 0)
+        return -1;
+    if (d->xform) {
+        elfmap_xform_read(d->xform, pos, (size_t)r, dst);
+        add_in_place(dst, p, (size_t)r);
+    } else {
+        add_bytes(dst, p, d->base + pos, (size_t)r);
+    }
+    return r;
+}
+
+/* Version 2: starts the next RUNS pair; 0, or -1 if corrupt. A non-zero run
+ * is at least one byte, so every pair makes progress. */
+static int next_runs(bsz_dec *d)
+{
+    uint64_t zeros, nonzero;
+    int rc = bsz_reader_varint(d->r[BSZ_S_RUNS], &zeros, 1);
+    if (rc == 1) {
+        d->zeros_left = UINT64_MAX;
+        return 0;
+    }
+    if (rc != 0 || reader_varint(d->r[BSZ_S_RUNS], &nonzero) || nonzero == 0 ||
+        zeros > d->h.target_len || nonzero > d->h.target_len)
+        return -1;
+    d->zeros_left = zeros;
+    d->nonzero_left = nonzero;
+    return 0;
+}
+
+/* Version 2: adds the non-zero runs that fall into the next n cover bytes,
+ * which dst already holds from the base; 0, or -1 if corrupt. */
+static int add_runs(bsz_dec *d, uint8_t *dst, size_t n)
+{
+    size_t k = 0;
+    while (k < n) {
+        if (d->zeros_left == 0 && d->nonzero_left == 0 && next_runs(d) != 0)
+            return -1;
+        if (d->zeros_left > 0) {
+            size_t skip = d->zeros_left < n - k ? (size_t)d->zeros_left : n - k;
+            k += skip;
+            d->zeros_left -= skip;
+            continue;
+        }
+        size_t want = d->nonzero_left < n - k ? (size_t)d->nonzero_left : n - k;
+        const uint8_t *p;
+        long r = bsz_reader_get(d->r[BSZ_S_DIFF], want, &p);
+        if (r <= 0)
+            return -1;
+        add_in_place(dst + k, p, (size_t)r);
+        k += (size_t)r;
+        d->nonzero_left -= (uint64_t)r;
+    }
+    return 0;
+}
+
+static long cover_sparse(bsz_dec *d, uint64_t pos, size_t n, uint8_t *dst)
+{
+    if (d->xform)
+        elfmap_xform_read(d->xform, pos, n, dst);
+    else
+        memcpy(dst, d->base + pos, n);
+    return add_runs(d, dst, n) == 0 ? (long)n : -1;
+}
+
+/* Produces n cover bytes from base position pos straight into the sink's
+ * buffer. */
 static delta_status copy_cover(bsz_dec *d, uint64_t pos, uint64_t n, delta_sink *out)
 {
     while (n > 0) {
         uint8_t *dst;
         size_t run = delta_sink_space(out, n < DELTA_CHUNK ? (size_t)n : DELTA_CHUNK, &dst);
-        const uint8_t *p;
-        long r = bsz_reader_get(d->r[BSZ_S_DIFF], run, &p);
+        long r = d->nstreams == BSZ_NSTREAMS_DENSE ? cover_dense(d, pos, run, dst)
+                                                   : cover_sparse(d, pos, run, dst);
         if (r <= 0)
             return DELTA_ECORRUPT;
-        if (d->xform) {
-            elfmap_xform_read(d->xform, pos, (size_t)r, dst);
-            add_in_place(dst, p, (size_t)r);
-        } else {
-            add_bytes(dst, p, d->base + pos, (size_t)r);
-        }
         d->crc = lzma_crc64(dst, (size_t)r, d->crc);
         delta_status st = delta_sink_commit(out, (size_t)r);
         if (st != DELTA_OK)
@@ -318,7 +385,11 @@ static delta_status replay(bsz_dec *d, uint64_t base_len, delta_sink *out)
         npos += add + copy;
         opos += copy;
     }
-    for (int i = 0; i < BSZ_NSTREAMS; i++)
+    /* a pair still open places bytes past the covers (another pair left in
+     * RUNS leaves that stream unfinished) */
+    if (d->nonzero_left > 0)
+        return DELTA_ECORRUPT;
+    for (int i = 0; i < d->nstreams; i++)
         if (!bsz_reader_done(d->r[i]))
             return DELTA_ECORRUPT;
     return d->crc == d->h.target_crc ? DELTA_OK : DELTA_ECORRUPT;

@@ -1,7 +1,11 @@
 /*
  * bsz_encode.c — the bsz encoder: header, optional ELF preconditioning of
- * the base, suffix array, cover search, the six streams and their entropy
- * coding, in that order (format: delta/FORMAT.md).
+ * the base, suffix array, cover search, the seven streams and their entropy
+ * coding, in that order (format: delta/FORMAT.md). The cover differences
+ * are made dense, then split in place into the non-zero runs (DIFF) and
+ * the run lengths (RUNS): on module pairs 98% of the difference bytes are
+ * zero, and the split codes them as small as LZMA2 codes the dense bytes
+ * (within 1%, either way) while the decoder skips the zeros.
  *
  * Memory, stage by stage (every large block comes from dmem, so a stage's
  * memory is returned before the next one starts): the first cover search
@@ -66,6 +70,35 @@ static int build_streams(const uint8_t *base, const uint8_t *target, size_t targ
     return 0;
 }
 
+static size_t run_end(const uint8_t *p, size_t i, size_t n, int nonzero)
+{
+    while (i < n && (p[i] != 0) == nonzero)
+        i++;
+    return i;
+}
+
+/* Splits the dense differences into (zero run, non-zero run) length pairs
+ * appended to runs and the non-zero bytes, kept in diff (moved down in
+ * place); trailing zeros are implicit. */
+static int sparsify(dbuf *diff, dbuf *runs)
+{
+    uint8_t *p = diff->p;
+    size_t n = diff->len, kept = 0, i = 0;
+    while (i < n) {
+        size_t start = run_end(p, i, n, 0);
+        if (start == n)
+            break;
+        size_t end = run_end(p, start, n, 1);
+        if (dbuf_varint(runs, start - i) || dbuf_varint(runs, end - start))
+            return -1;
+        memmove(p + kept, p + start, end - start);
+        kept += end - start;
+        i = end;
+    }
+    diff->len = kept;
+    return 0;
+}
+
 static delta_status find_covers(const uint8_t *base, size_t base_len, const uint8_t *target,
                                 size_t target_len, const delta_options *o, bsz_covers *cv)
 {
@@ -122,8 +155,9 @@ delta_status bsz_encode(const uint8_t *base, size_t base_len, const uint8_t *tar
 {
     if (base_len >= DELTA_BSZ_MAX_INPUT || target_len >= DELTA_BSZ_MAX_INPUT)
         return delta_fail(rep, DELTA_ELIMIT, "bsz handles inputs below 2 GiB");
-    bsz_header h = {0, base_len, lzma_crc64(base, base_len, 0), target_len,
-                    lzma_crc64(target, target_len, 0)};
+    bsz_header h = {BSZ_VERSION, 0,
+                    base_len,    lzma_crc64(base, base_len, 0),
+                    target_len,  lzma_crc64(target, target_len, 0)};
     raw_streams r = {0};
     elfmap_result em = {0};
     bsz_covers cv = {0};
@@ -133,7 +167,8 @@ delta_status bsz_encode(const uint8_t *base, size_t base_len, const uint8_t *tar
         r.s[BSZ_S_MAP] = em.map;
         em.map = (dbuf){0};
     }
-    if (st == DELTA_OK && build_streams(em.base ? em.base : base, target, target_len, &cv, &r) != 0)
+    if (st == DELTA_OK && (build_streams(em.base ? em.base : base, target, target_len, &cv, &r) ||
+                           sparsify(&r.s[BSZ_S_DIFF], &r.s[BSZ_S_RUNS])))
         st = DELTA_ENOMEM;
     bsz_covers_free(&cv);
     elfmap_result_free(&em);

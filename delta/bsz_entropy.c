@@ -59,9 +59,13 @@ static void stream_tunes(int stream, lzma_tune *t, size_t *n)
         t[(*n)++] = (lzma_tune){3, 0, 0, 0};
         t[(*n)++] = (lzma_tune){3, 0, 0, 1};
         break;
-    case BSZ_S_DIFF:
+    case BSZ_S_DIFF: /* the non-zero differences */
         t[(*n)++] = (lzma_tune){0, 0, 0, 0};
-        t[(*n)++] = (lzma_tune){1, 0, 2, 0};
+        t[(*n)++] = (lzma_tune){3, 0, 0, 0};
+        break;
+    case BSZ_S_RUNS:
+        t[(*n)++] = (lzma_tune){0, 0, 0, 0};
+        t[(*n)++] = (lzma_tune){1, 0, 0, 0};
         break;
     default:
         t[(*n)++] = (lzma_tune){0, 0, 0, 0};
@@ -367,6 +371,43 @@ long bsz_reader_get(bsz_reader *r, size_t want, const uint8_t **p)
     *p = r->buf + r->buf_pos;
     r->buf_pos += n;
     return (long)n;
+}
+
+/* A varint read byte by byte, across refills. */
+static int varint_slow(bsz_reader *r, uint64_t *v, int at_end_ok)
+{
+    uint8_t b[10];
+    for (size_t i = 0; i < 10; i++) {
+        const uint8_t *p;
+        long got = bsz_reader_get(r, 1, &p);
+        if (got == 0 && i == 0 && at_end_ok)
+            return 1;
+        if (got != 1)
+            return -1;
+        b[i] = *p;
+        if (!(b[i] & 0x80)) {
+            size_t pos = 0;
+            return varint_get(b, i + 1, &pos, v);
+        }
+    }
+    return -1;
+}
+
+int bsz_reader_varint(bsz_reader *r, uint64_t *v, int at_end_ok)
+{
+    int stored = r->method == BSZ_M_STORED;
+    uint64_t avail = stored ? r->raw_len - r->produced : r->buf_len - r->buf_pos;
+    if (avail < 10) /* (also before the first refill, when buf is NULL) */
+        return varint_slow(r, v, at_end_ok);
+    const uint8_t *p = stored ? r->comp + r->produced : r->buf + r->buf_pos;
+    size_t pos = 0;
+    if (varint_get(p, 10, &pos, v) != 0)
+        return -1;
+    if (stored)
+        r->produced += pos;
+    else
+        r->buf_pos += pos;
+    return 0;
 }
 
 /* After the last byte, the coder must reach its end with no input left. */

@@ -15,7 +15,10 @@
     "\x89"                                                                                         \
     "BSZ\r\n\x1a\n"
 #define BSZ_MAGIC_LEN 8
-#define BSZ_VERSION 1
+/* Version 2 codes the cover differences sparsely (RUNS + DIFF); decoders
+ * also read version 1, where DIFF holds every cover byte's difference. */
+#define BSZ_VERSION 2
+#define BSZ_VERSION_DENSE 1
 #define BSZ_HEADER_LEN 44
 #define BSZ_FLAG_ELF 0x01
 
@@ -24,9 +27,11 @@ enum {
     BSZ_S_ADD = 1,   /* per record: literal (extra) length, varint */
     BSZ_S_COPY = 2,  /* per record: cover length, varint */
     BSZ_S_SEEK = 3,  /* per record: base position change, zigzag varint */
-    BSZ_S_DIFF = 4,  /* cover bytes: target - base (mod 256) */
+    BSZ_S_DIFF = 4,  /* cover bytes: target - base (mod 256); v2: the non-zero runs only */
     BSZ_S_EXTRA = 5, /* literal bytes */
-    BSZ_NSTREAMS = 6
+    BSZ_S_RUNS = 6,  /* v2: (zero run, non-zero run) lengths over the cover bytes, varints */
+    BSZ_NSTREAMS = 7,
+    BSZ_NSTREAMS_DENSE = 6 /* version 1 has no RUNS */
 };
 
 enum {
@@ -44,6 +49,7 @@ enum {
 #define BSZ_MAX_MAP ((uint64_t)64 << 20)
 
 typedef struct {
+    uint8_t version;
     uint8_t flags;
     uint64_t base_len, base_crc, target_len, target_crc;
 } bsz_header;
@@ -92,6 +98,9 @@ delta_status bsz_reader_new(int method, const uint8_t *comp, size_t comp_len, ui
  * (0 only at the end of the stream), or -1 when the payload is corrupt. The
  * bytes stay valid until the next call. */
 long bsz_reader_get(bsz_reader *r, size_t want, const uint8_t **p);
+/* Reads one varint: 0 with *v set; 1 at the end of the stream if at_end_ok
+ * (nothing consumed), -1 if the stream ends inside it or it is malformed. */
+int bsz_reader_varint(bsz_reader *r, uint64_t *v, int at_end_ok);
 /* Whether the whole stream has been consumed and its payload fully used. */
 int bsz_reader_done(bsz_reader *r);
 void bsz_reader_free(bsz_reader *r);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lzma.h>
 #include <openssl/evp.h>
 
 #include "delta.h"
@@ -594,9 +595,15 @@ static void test_bsz_header_fields(void **state)
     assert_int_equal(delta_bsz_target_len(d.p, 20, &tl), DELTA_ECORRUPT);
     /* unknown version and flags are refused */
     buf out = {0};
-    d.p[8] = 2;
+    assert_int_equal(d.p[8], 2);
+    d.p[8] = 3;
     assert_int_equal(decode(&p.old, &d, &o, &out), DELTA_ECORRUPT);
+    d.p[8] = 0;
+    assert_int_equal(decode(&p.old, &d, &o, &out), DELTA_ECORRUPT);
+    /* a version 2 body read as version 1 (six streams) has one stream left over */
     d.p[8] = 1;
+    assert_int_equal(decode(&p.old, &d, &o, &out), DELTA_ECORRUPT);
+    d.p[8] = 2;
     d.p[9] |= 0x80;
     assert_int_equal(decode(&p.old, &d, &o, &out), DELTA_ECORRUPT);
     d.p[9] &= 0x7f;
@@ -607,6 +614,141 @@ static void test_bsz_header_fields(void **state)
     buf_free(&out);
     buf_free(&d);
     free_pair(&p);
+}
+
+/* Version 1 deltas (dense DIFF) written by an earlier Sluice still decode. */
+static void test_bsz_version1_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof PAIRS / sizeof *PAIRS; i++) {
+        pair p = load_pair(PAIRS[i]);
+        char path[256];
+        snprintf(path, sizeof path, "data/deltas/%s.v1.bsz", PAIRS[i]);
+        buf d = slurp(path);
+        assert_int_equal(d.p[8], 1);
+        delta_options o = opts_for(p.sha);
+        buf out = {0};
+        assert_int_equal(decode(&p.old, &d, &o, &out), DELTA_OK);
+        assert_int_equal(out.len, p.neu.len);
+        assert_memory_equal(out.p, p.neu.p, p.neu.len);
+        buf_free(&out);
+        buf_free(&d);
+        free_pair(&p);
+    }
+}
+
+/* ---- hand-made bsz deltas: the sparse difference runs ---- */
+
+static void put_varint(buf *b, uint64_t v)
+{
+    do {
+        uint8_t c = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            c |= 0x80;
+        buf_append(b, &c, 1);
+    } while (v);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A version 2 bsz delta whose seven streams are stored (method 0): one
+ * record copying the whole base, the given RUNS and DIFF bytes. */
+static buf sparse_delta(const buf *base, const buf *target, const buf *runs, const buf *diff)
+{
+    buf d = {0};
+    uint8_t h[44] = {0x89, 'B', 'S', 'Z', '\r', '\n', 0x1a, '\n', 2};
+    put_le64(h + 12, base->len);
+    put_le64(h + 20, lzma_crc64(base->p, base->len, 0));
+    put_le64(h + 28, target->len);
+    put_le64(h + 36, lzma_crc64(target->p, target->len, 0));
+    buf_append(&d, h, sizeof h);
+    buf rec[4] = {{0}};
+    put_varint(&rec[1], 0);         /* ADD */
+    put_varint(&rec[2], base->len); /* COPY */
+    put_varint(&rec[3], 0);         /* SEEK */
+    const buf *streams[7] = {&rec[0], &rec[1], &rec[2], &rec[3], diff, &rec[0], runs};
+    for (int i = 0; i < 7; i++) {
+        uint8_t stored = 0;
+        buf_append(&d, &stored, 1);
+        put_varint(&d, streams[i]->len);
+        put_varint(&d, streams[i]->len);
+        if (streams[i]->len)
+            buf_append(&d, streams[i]->p, streams[i]->len);
+    }
+    for (int i = 1; i < 4; i++)
+        buf_free(&rec[i]);
+    return d;
+}
+
+/* runs: pairs of (zeros, non-zero) lengths, n values. */
+static delta_status decode_sparse(const buf *base, const buf *target, const uint64_t *runs,
+                                  size_t n, const char *diff, size_t diff_len, buf *out)
+{
+    buf r = {0}, df = {0};
+    for (size_t i = 0; i < n; i++)
+        put_varint(&r, runs[i]);
+    if (diff_len)
+        buf_append(&df, diff, diff_len);
+    buf d = sparse_delta(base, target, &r, &df);
+    delta_options o;
+    delta_options_init(&o);
+    out->len = 0;
+    delta_status st = decode(base, &d, &o, out);
+    buf_free(&d);
+    buf_free(&r);
+    buf_free(&df);
+    return st;
+}
+
+static void test_bsz_sparse_runs(void **state)
+{
+    (void)state;
+    buf base = {0}, target = {0}, out = {0};
+    for (int i = 0; i < 64; i++) {
+        uint8_t c = (uint8_t)(i * 7 + 1);
+        buf_append(&base, &c, 1);
+    }
+    buf_append(&target, base.p, base.len);
+    target.p[3] += 1, target.p[4] += 2, target.p[63] += 5; /* 3 zeros, 2 bytes, 58 zeros, 1 */
+    const uint64_t good[] = {3, 2, 58, 1};
+    assert_int_equal(decode_sparse(&base, &target, good, 4, "\1\2\5", 3, &out), DELTA_OK);
+    assert_int_equal(out.len, 64);
+    assert_memory_equal(out.p, target.p, 64);
+    /* an empty non-zero run, a pair past the covers, an extra pair, DIFF
+     * bytes left over or missing, a run longer than the target: corrupt */
+    const uint64_t empty_run[] = {3, 2, 58, 0, 0, 1};
+    assert_int_equal(decode_sparse(&base, &target, empty_run, 6, "\1\2\5", 3, &out),
+                     DELTA_ECORRUPT);
+    const uint64_t past_end[] = {3, 2, 59, 1};
+    assert_int_equal(decode_sparse(&base, &target, past_end, 4, "\1\2\5", 3, &out), DELTA_ECORRUPT);
+    const uint64_t extra_pair[] = {3, 2, 58, 1, 1, 1};
+    assert_int_equal(decode_sparse(&base, &target, extra_pair, 6, "\1\2\5\0", 4, &out),
+                     DELTA_ECORRUPT);
+    assert_int_equal(decode_sparse(&base, &target, good, 4, "\1\2\5\6", 4, &out), DELTA_ECORRUPT);
+    assert_int_equal(decode_sparse(&base, &target, good, 4, "\1\2", 2, &out), DELTA_ECORRUPT);
+    const uint64_t huge[] = {UINT64_MAX >> 1, 1};
+    assert_int_equal(decode_sparse(&base, &target, huge, 2, "\1", 1, &out), DELTA_ECORRUPT);
+    /* a trailing zero run is implicit: the same changes as runs ending at byte 5 */
+    buf_append(&target, "", 0);
+    target.p[63] -= 5;
+    const uint64_t two[] = {3, 2};
+    assert_int_equal(decode_sparse(&base, &target, two, 2, "\1\2", 2, &out), DELTA_OK);
+    assert_memory_equal(out.p, target.p, 64);
+    /* ... but a run the covers do not reach is corrupt, even with nothing left in DIFF */
+    const uint64_t beyond[] = {3, 2, 59, 1};
+    assert_int_equal(decode_sparse(&base, &target, beyond, 4, "\1\2", 2, &out), DELTA_ECORRUPT);
+    /* no runs at all: the covers are the base; the CRC-64 of the target then fails */
+    assert_int_equal(decode_sparse(&base, &target, NULL, 0, "", 0, &out), DELTA_ECORRUPT);
+    assert_int_equal(decode_sparse(&base, &base, NULL, 0, "", 0, &out), DELTA_OK);
+    assert_memory_equal(out.p, base.p, 64);
+    buf_free(&base);
+    buf_free(&target);
+    buf_free(&out);
 }
 
 /* ---- interoperability with the command-line tools ---- */
@@ -761,15 +903,26 @@ static void test_select_bases(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_modules),   cmocka_unit_test(test_bsz_smallest_on_modules),
-        cmocka_unit_test(test_empty_and_identical), cmocka_unit_test(test_small_and_synthetic),
-        cmocka_unit_test(test_decode_stream),       cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_corrupt_bytes),       cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_wrong_base),          cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_sink_failure),        cmocka_unit_test(test_bad_arguments_and_helper),
-        cmocka_unit_test(test_detect_and_dcz),      cmocka_unit_test(test_bsz_header_fields),
-        cmocka_unit_test(test_interop_cli_tools),   cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_select_bases),        cmocka_unit_test(test_lazy_base_digest),
+        cmocka_unit_test(test_roundtrip_modules),
+        cmocka_unit_test(test_bsz_smallest_on_modules),
+        cmocka_unit_test(test_empty_and_identical),
+        cmocka_unit_test(test_small_and_synthetic),
+        cmocka_unit_test(test_decode_stream),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_corrupt_bytes),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_wrong_base),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_sink_failure),
+        cmocka_unit_test(test_bad_arguments_and_helper),
+        cmocka_unit_test(test_detect_and_dcz),
+        cmocka_unit_test(test_bsz_header_fields),
+        cmocka_unit_test(test_interop_cli_tools),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_select_bases),
+        cmocka_unit_test(test_lazy_base_digest),
+        cmocka_unit_test(test_bsz_version1_vectors),
+        cmocka_unit_test(test_bsz_sparse_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
