@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "cmd_common.h"
+#include "dl_libs.h"
 #include "seed.h"
 
 #define MAX_OLD 16
@@ -564,7 +565,8 @@ static int write_bundle(exporter *x, const export_opts *o, int fd)
     if (rc == 0 && archive_write_open_fd(a, fd) != ARCHIVE_OK)
         rc = -1;
     if (rc != 0)
-        ex_error(x, "%s: %s", o->output, a ? archive_error_string(a) : "out of memory");
+        ex_error(x, "%s: %s", o->output,
+                 a ? archive_error_string(a) : dl_archive_error("out of memory"));
     if (rc == 0)
         rc = write_objects(x, a, o->output);
     if (a != NULL && archive_write_close(a) != ARCHIVE_OK && rc == 0) {

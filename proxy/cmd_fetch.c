@@ -47,6 +47,7 @@
 
 #include "cli_file.h"
 #include "cmd_fetch.h"
+#include "dl_libs.h"
 #include "fetch.h"
 #include "oci.h"
 
@@ -1027,7 +1028,7 @@ int cmd_fetch(int argc, char **argv)
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "sluice fetch: cannot initialise libcurl\n");
+        fprintf(stderr, "sluice fetch: %s\n", dl_curl_error("cannot initialise libcurl"));
         return 1;
     }
     int rc = prepare(&x) == 0 ? fetch_all(&x) : 1;

@@ -33,6 +33,7 @@
 #include "cmd_verify.h"
 #include "config.h"
 #include "daemon.h"
+#include "dl_libs.h"
 #include "oci.h"
 #include "trust.h"
 #include "upstream.h"
@@ -263,10 +264,13 @@ int cmd_verify_ref(const verify_ref_opts *o)
     target t;
     char err[1024] = "";
     int rc = 2;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "sluice verify: %s\n", dl_curl_error("cannot initialise libcurl"));
+        return 2;
+    }
     memset(&r, 0, sizeof(r));
     config_init(&r.cfg);
     evthread_use_pthreads();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (load_config(o, &r.cfg, err, sizeof(err)) == 0 &&
         parse_ref(&r.cfg, o->ref, &t, err, sizeof(err)) == 0 &&
         rig_start(&r, err, sizeof(err)) == 0)

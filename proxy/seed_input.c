@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dl_libs.h"
 #include "seed.h"
 #include "seed_append.h"
 
@@ -612,7 +613,7 @@ static struct archive *tar_open(seed_ctx *x)
 {
     struct archive *a = archive_read_new();
     if (a == NULL) {
-        seed_error(x, "out of memory");
+        seed_error(x, "%s", dl_archive_error("out of memory"));
         return NULL;
     }
     archive_read_support_filter_all(a);

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "dl_libs.h"
 #include "log.h"
 #include "metrics.h"
 #include "routes.h"
@@ -479,7 +480,10 @@ int server_run(config *cfg, const char *config_path)
     atomic_init(&s.d.tag_ttl, cfg->tag_ttl);
     atomic_init(&s.d.log_requests, cfg->log_requests);
     evthread_use_pthreads();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("server", "%s", dl_curl_error("cannot initialise libcurl"));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     char err[512] = "";
