@@ -397,11 +397,15 @@ int bsz_reader_varint(bsz_reader *r, uint64_t *v, int at_end_ok)
 {
     int stored = r->method == BSZ_M_STORED;
     uint64_t avail = stored ? r->raw_len - r->produced : r->buf_len - r->buf_pos;
-    if (avail < 10) /* (also before the first refill, when buf is NULL) */
+    if (avail == 0) /* (also before the first refill, when buf is NULL) */
         return varint_slow(r, v, at_end_ok);
     const uint8_t *p = stored ? r->comp + r->produced : r->buf + r->buf_pos;
     size_t pos = 0;
-    if (varint_get(p, 10, &pos, v) != 0)
+    if (!(p[0] & 0x80)) /* most lengths fit one byte */
+        *v = p[pos++];
+    else if (avail < 10)
+        return varint_slow(r, v, at_end_ok);
+    else if (varint_get(p, 10, &pos, v) != 0)
         return -1;
     if (stored)
         r->produced += pos;
