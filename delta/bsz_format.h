@@ -105,4 +105,19 @@ int bsz_reader_varint(bsz_reader *r, uint64_t *v, int at_end_ok);
 int bsz_reader_done(bsz_reader *r);
 void bsz_reader_free(bsz_reader *r);
 
+/* ---- decoding a stream ahead, on its own thread (bsz_ahead.c) ---- */
+
+typedef struct bsz_ahead bsz_ahead;
+
+/* Starts a thread decoding all raw_len bytes of r, which it then owns (and
+ * frees); NULL if it could not start, r then still being the caller's. */
+bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len);
+/* As bsz_reader_get, bsz_reader_varint and bsz_reader_done, waiting for
+ * the thread when the caller has caught up with it. */
+long bsz_ahead_get(bsz_ahead *a, size_t want, const uint8_t **p);
+int bsz_ahead_varint(bsz_ahead *a, uint64_t *v, int at_end_ok);
+int bsz_ahead_done(bsz_ahead *a);
+/* Stops and joins the thread, frees the reader and the buffer. */
+void bsz_ahead_free(bsz_ahead *a);
+
 #endif

@@ -9,7 +9,8 @@
  * the right values into those header fields before decoding (inputs shorter
  * than a header are decoded as they are). The decoder must end with a status
  * and never produce more than the target length it accepted; streamed
- * decoding in small chunks must agree with in-memory decoding. Inputs whose
+ * decoding in small chunks, every stream in line, must agree with in-memory
+ * decoding with every compressed stream decoded ahead on a thread. Inputs whose
  * magic is not bsz are skipped (other decoders have their own targets).
  *
  * Seeds in tests/fuzz/corpus/fuzz_bsz are real deltas against these bases.
@@ -159,10 +160,12 @@ static void decode_against(const uint8_t *base, size_t base_len, const uint8_t *
     o.max_target = 1 << 20;
     out_buf a = {0, o.max_target, malloc(o.max_target)};
     CHECK(a.p != NULL);
+    o.bsz_ahead = DELTA_AHEAD_ALL; /* every compressed stream on a thread of its own */
     delta_status st = delta_decode(base, base_len, d, size, &o, sink, &a, NULL);
     CHECK(st == DELTA_OK || st < 0);
     out_buf b = {0, o.max_target, NULL};
     reader r = {d, size, 0};
+    o.bsz_ahead = DELTA_AHEAD_OFF; /* every stream in line */
     delta_status st2 = delta_decode_stream(base, base_len, read_some, &r, &o, sink, &b, NULL);
     CHECK(st2 == st);
     if (st == DELTA_OK)

@@ -637,6 +637,64 @@ static void test_bsz_version1_vectors(void **state)
     }
 }
 
+/* Decoding bsz streams ahead on threads (DELTA_AHEAD_ALL) and in line
+ * (OFF) agree: on the real pairs, the stored version 1 deltas, and every
+ * truncation and bit flip of a delta (same status; same output when OK). */
+static delta_status decode_mode(const buf *old, const buf *d, int mode, buf *out)
+{
+    delta_options o;
+    delta_options_init(&o);
+    o.bsz_ahead = mode;
+    out->len = 0;
+    return decode(old, d, &o, out);
+}
+
+static void expect_same_paths(const buf *old, const buf *d)
+{
+    buf a = {0}, b = {0};
+    delta_status sa = decode_mode(old, d, DELTA_AHEAD_OFF, &a);
+    delta_status sb = decode_mode(old, d, DELTA_AHEAD_ALL, &b);
+    assert_int_equal(sa, sb);
+    if (sa == DELTA_OK) {
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.p, b.p, a.len);
+    }
+    buf_free(&a);
+    buf_free(&b);
+}
+
+static void test_bsz_ahead_paths(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof PAIRS / sizeof *PAIRS; i++) {
+        pair p = load_pair(PAIRS[i]);
+        delta_options o = opts_for(p.sha);
+        buf d = encode(DELTA_CODEC_BSZ, &p.old, &p.neu, &o);
+        buf out = {0};
+        assert_int_equal(decode_mode(&p.old, &d, DELTA_AHEAD_ALL, &out), DELTA_OK);
+        assert_int_equal(out.len, p.neu.len);
+        assert_memory_equal(out.p, p.neu.p, p.neu.len);
+        char path[256];
+        snprintf(path, sizeof path, "data/deltas/%s.v1.bsz", PAIRS[i]);
+        buf v1 = slurp(path);
+        assert_int_equal(decode_mode(&p.old, &v1, DELTA_AHEAD_ALL, &out), DELTA_OK);
+        assert_memory_equal(out.p, p.neu.p, p.neu.len);
+        for (size_t n = 0; n < d.len; n += d.len / 61 + 1) {
+            buf t = {d.p, n, n};
+            expect_same_paths(&p.old, &t);
+        }
+        for (size_t k = 44; k < d.len; k += d.len / 83 + 1) {
+            d.p[k] ^= 0x24;
+            expect_same_paths(&p.old, &d);
+            d.p[k] ^= 0x24;
+        }
+        buf_free(&out);
+        buf_free(&v1);
+        buf_free(&d);
+        free_pair(&p);
+    }
+}
+
 /* ---- hand-made bsz deltas: the sparse difference runs ---- */
 
 static void put_varint(buf *b, uint64_t v)
@@ -923,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_lazy_base_digest),
         cmocka_unit_test(test_bsz_version1_vectors),
         cmocka_unit_test(test_bsz_sparse_runs),
+        cmocka_unit_test(test_bsz_ahead_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
