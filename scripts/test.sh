@@ -6,7 +6,9 @@
 #   4. runs the integration tests (pytest) against real processes — Sluice
 #      itself (the sanitized build, so leaks and UB fail the run), Debian's
 #      docker-registry, skopeo, curl — all on 127.0.0.1;
-#   5. builds the libFuzzer targets with clang and runs each briefly.
+#   5. builds the delta unit tests under ThreadSanitizer and runs them (the
+#      bsz decoder's threads, the worker pool);
+#   6. builds the libFuzzer targets with clang and runs each briefly.
 # Environment: FUZZ_SECONDS (default 20 per target), PYTEST_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,13 @@ echo "== integration tests"
 export SLUICE_BIN="$ROOT/build-asan/proxy/sluice"
 /usr/bin/python3 -m pytest -q tests/integration ${PYTEST_ARGS:-} | tee "$LOGS/integration"
 
+echo "== delta unit tests under ThreadSanitizer"
+if [ ! -f build-tsan/build.ninja ]; then
+  meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
+fi
+ninja -C build-tsan tests/test_delta
+(cd tests && TSAN_OPTIONS="halt_on_error=1" ../build-tsan/tests/test_delta) | tee "$LOGS/tsan"
+
 echo "== fuzz targets (clang, libFuzzer)"
 if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Db_lundef=false >/dev/null
@@ -41,8 +50,10 @@ ninja -C build-fuzz
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}" | tee "$LOGS/fuzz"
 
 # One closing line over everything (each stage above already stopped the run
-# on a failure): unit suites, integration tests and fuzz targets.
+# on a failure): unit suites, integration tests, the ThreadSanitizer suite
+# and fuzz targets.
 unit=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$LOGS/unit")
+tsan=$(grep -c '^\[  PASSED  \]' "$LOGS/tsan" || true)
 integration=$(grep -Eo '[0-9]+ passed' "$LOGS/integration" | tail -1 | cut -d' ' -f1)
 fuzz=$(grep -c '^-- fuzz_' "$LOGS/fuzz" || true)
-echo "tests: $((unit + integration + fuzz)) passed, 0 failed"
+echo "tests: $((unit + integration + tsan + fuzz)) passed, 0 failed"
