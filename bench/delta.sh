@@ -9,7 +9,9 @@
 #   env: SLUICE   binary whose `delta` subcommand to run (default: build/proxy/sluice
 #                 if it has one, else a built tests/test_delta_cli, which is that
 #                 command when its first argument is "delta"); use an optimized build
-#        RUNS     timed runs per measurement, median reported (default 3)
+#        RUNS     timed runs per encode, median reported (default 3)
+#        DEC_RUNS rounds of decodes, every decoder of a pair and `delta help`
+#                 once per round, medians reported (default 3 x RUNS, >= 9)
 #        WORK     scratch directory (default /dev/shm if present, so fsync and
 #                 page cache do not measure the disk)
 #
@@ -62,31 +64,33 @@ trap 'rm -rf "$TMP"' EXIT
 # Microseconds, read without starting a process (date would add ~2 ms per run).
 now_us() { NOW_US=${EPOCHREALTIME//[!0-9]/}; }
 
-# run_timed CMD...: runs CMD RUNS times; sets T_MS (median, ms), T_MIN_MS and RSS_KB (max).
-run_timed() {
-  local times=() rss=0 i t0 t1 r
-  for ((i = 0; i < RUNS; i++)); do
-    now_us; t0=$NOW_US
-    /usr/bin/time -f %M -o "$TMP/rss" "$@" >/dev/null 2>"$TMP/err" || {
-      echo "bench/delta.sh: failed: $*" >&2; cat "$TMP/err" >&2; exit 1; }
-    now_us; t1=$NOW_US
-    times+=($(( t1 - t0 )))
-    r=$(tail -1 "$TMP/rss")
-    (( r > rss )) && rss=$r
-  done
-  T_MS=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}')
-  T_MIN_MS=$(printf '%s\n' "${times[@]}" | sort -n | awk 'NR == 1 {printf "%.1f", $1/1000}')
-  RSS_KB=$rss
+# run_once CMD...: runs CMD once; sets T_US (wall time) and R_KB (peak RSS).
+run_once() {
+  local t0
+  now_us; t0=$NOW_US
+  /usr/bin/time -f %M -o "$TMP/rss" "$@" >/dev/null 2>"$TMP/err" || {
+    echo "bench/delta.sh: failed: $*" >&2; cat "$TMP/err" >&2; exit 1; }
+  now_us; T_US=$(( NOW_US - t0 ))
+  R_KB=$(tail -1 "$TMP/rss")
 }
 
-# The binary's cost before any delta work: IDLE_KB and START_MS (the fastest
-# of at least 5 runs, so that "net" figures never subtract noise).
-SAVED_RUNS=$RUNS
-RUNS=$(( RUNS > 5 ? RUNS : 5 ))
-run_timed "$SL" delta help
-RUNS=$SAVED_RUNS
-IDLE_KB=$RSS_KB
-START_MS=$T_MIN_MS
+# median_ms "T_US...": the median of microsecond times, in ms.
+median_ms() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'; }
+
+# run_timed CMD...: runs CMD RUNS times; sets T_MS (median, ms) and RSS_KB (max).
+run_timed() {
+  local times="" rss=0 i
+  for ((i = 0; i < RUNS; i++)); do
+    run_once "$@"; times+=" $T_US"; (( R_KB > rss )) && rss=$R_KB
+  done
+  T_MS=$(median_ms "$times"); RSS_KB=$rss
+}
+
+# Decodes take a few milliseconds each and the machine's speed drifts, so
+# they run DEC_RUNS rounds (default 3 x RUNS, at least 9), each round running
+# every decoder of a pair once, after one `delta help` (the binary's start,
+# measured in the same conditions); medians are reported.
+DEC_RUNS=${DEC_RUNS:-$(( 3 * RUNS > 9 ? 3 * RUNS : 9 ))}
 
 # Codecs: label, encode command, decode command ($OLD $NEW $D $OUT substituted).
 CODECS=(s-zstd s-vcdiff s-bsz s-auto xdelta3 zstd bsdiff)
@@ -107,7 +111,8 @@ decode_cmd() {
   esac
 }
 
-declare -A SIZE ENC DEC ERSS DRSS TOTAL
+declare -A SIZE ENC DEC ERSS DRSS TOTAL DTIMES
+HELP_TIMES=""; IDLE_KB=0
 TOTAL_TARGET=0
 PAIRS=()
 for pdir in "$DIR"/*/; do
@@ -119,21 +124,33 @@ for pdir in "$DIR"/*/; do
   SIZE[$name,target]=$tsize; SIZE[$name,base]=$bsize
   TOTAL_TARGET=$((TOTAL_TARGET + tsize))
   for c in "${CODECS[@]}"; do
-    D="$TMP/$name.$c"; OUT="$TMP/$name.$c.out"
+    D="$TMP/$name.$c"
     run_timed $(encode_cmd "$c"); ENC[$name,$c]=$T_MS; ERSS[$name,$c]=$RSS_KB
     SIZE[$name,$c]=$(stat -c %s "$D")
     TOTAL[$c]=$(( ${TOTAL[$c]:-0} + ${SIZE[$name,$c]} ))
-    run_timed $(decode_cmd "$c"); DEC[$name,$c]=$T_MS; DRSS[$name,$c]=$RSS_KB
-    cmp -s "$OUT" "$NEW" || { echo "bench/delta.sh: $c decoded $name wrongly" >&2; exit 1; }
   done
+  for ((round = 0; round < DEC_RUNS; round++)); do
+    run_once "$SL" delta help; HELP_TIMES+=" $T_US"; (( R_KB > IDLE_KB )) && IDLE_KB=$R_KB
+    for c in "${CODECS[@]}"; do
+      D="$TMP/$name.$c"; OUT="$TMP/$name.$c.out"
+      rm -f "$OUT" # (replacing it would time the freeing of the last run's pages)
+      run_once $(decode_cmd "$c"); DTIMES[$name,$c]+=" $T_US"
+      (( R_KB > ${DRSS[$name,$c]:-0} )) && DRSS[$name,$c]=$R_KB
+      if (( round == 0 )); then
+        cmp -s "$OUT" "$NEW" || { echo "bench/delta.sh: $c decoded $name wrongly" >&2; exit 1; }
+      fi
+    done
+  done
+  for c in "${CODECS[@]}"; do DEC[$name,$c]=$(median_ms "${DTIMES[$name,$c]}"); done
 done
 [ ${#PAIRS[@]} -gt 0 ] || { echo "bench/delta.sh: no <name>/{old,new}.ko pairs in $DIR" >&2; exit 1; }
+START_MS=$(median_ms "$HELP_TIMES")
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f%%", 100 * a / b}'; }
 # verdict OK_CONDITION: "ok" or "FAIL"
 verdict() { if awk "BEGIN {exit !($1)}"; then echo ok; else echo FAIL; fi; }
 
-echo "# Delta sizes: bytes (% of target). sluice: $SL; runs: $RUNS; work dir: $WORK"
+echo "# Delta sizes: bytes (% of target). sluice: $SL; runs: $RUNS (decode: $DEC_RUNS rounds); work dir: $WORK"
 echo "# targets: auto <= 101% of the smallest tool on each pair, TOTAL auto <= 3.1% of the targets"
 printf '%-15s %9s' pair target
 for c in "${CODECS[@]}"; do printf ' %17s' "$c"; done
