@@ -552,6 +552,12 @@ typedef struct {
     segment *seg;
     size_t nseg;
     size_t hint; /* the segment used last (a class's values mostly increase) */
+    /* Decoder, classes of many segments: bucket[i] is the segment holding
+     * seg[0].from + (i << shift), for i <= nbucket, so that a lookup
+     * searches only the segments between two buckets. */
+    uint32_t *bucket;
+    size_t nbucket;
+    unsigned shift;
 } class_map;
 
 typedef struct {
@@ -561,8 +567,10 @@ typedef struct {
 
 static void map_free(map_t *m)
 {
-    for (size_t i = 0; i < m->n; i++)
+    for (size_t i = 0; i < m->n; i++) {
         dmem_free(m->c[i].seg);
+        dmem_free(m->c[i].bucket);
+    }
     dmem_free(m->c);
     m->c = NULL;
     m->n = 0;
@@ -629,19 +637,71 @@ static uint64_t read_w(const uint8_t *p, int w)
     return w == 8 ? le64(p) : w == 4 ? le32(p) : le16(p);
 }
 
+/* Classes with fewer segments are searched whole. */
+#define BUCKET_MIN_SEGMENTS 32
+
+/* The value where bucket i starts (saturating). */
+static uint64_t bucket_start(const class_map *c, size_t i)
+{
+    uint64_t lo = c->seg[0].from;
+    if (c->shift > 0 && (uint64_t)i > (UINT64_MAX - lo) >> c->shift)
+        return UINT64_MAX;
+    uint64_t off = (uint64_t)i << c->shift;
+    return off > UINT64_MAX - lo ? UINT64_MAX : lo + off;
+}
+
+/* Builds c's bucket index: about as many buckets as segments (a power of
+ * two), each spanning 2^shift values from the first start. */
+static delta_status index_class(class_map *c)
+{
+    if (c->nseg < BUCKET_MIN_SEGMENTS)
+        return DELTA_OK;
+    size_t nb = 1;
+    while (nb < c->nseg)
+        nb <<= 1;
+    uint64_t span = c->seg[c->nseg - 1].from - c->seg[0].from;
+    unsigned shift = 0;
+    while ((span >> shift) >= nb)
+        shift++;
+    c->bucket = dmem_alloc((nb + 1) * sizeof *c->bucket);
+    if (!c->bucket)
+        return DELTA_ENOMEM;
+    c->nbucket = nb;
+    c->shift = shift;
+    size_t k = 0;
+    for (size_t i = 0; i <= nb; i++) {
+        uint64_t v = bucket_start(c, i);
+        while (k + 1 < c->nseg && c->seg[k + 1].from <= v)
+            k++;
+        c->bucket[i] = (uint32_t)k;
+    }
+    return DELTA_OK;
+}
+
 /* The segment holding v: the last one whose start is <= v, or nseg when v is
- * below the first. Tries the hint first; otherwise a binary search without
- * data-dependent branches (values of most classes come in no order, and a
- * mispredicted branch per step would cost more than the search). */
+ * below the first. Tries the hint first; otherwise a binary search, between
+ * two buckets when the class has them, without data-dependent branches
+ * (values of most classes come in no order, and a mispredicted branch per
+ * step would cost more than the search). */
 static size_t find_segment(const class_map *c, uint64_t v)
 {
     size_t k = c->hint;
     if (c->seg[k].from <= v && (k + 1 == c->nseg || v < c->seg[k + 1].from))
         return k;
+    if (v < c->seg[0].from)
+        return c->nseg;
     const segment *s = c->seg;
-    for (size_t n = c->nseg; n > 1; n -= n / 2)
+    size_t n = c->nseg;
+    if (c->bucket) {
+        uint64_t i = (v - c->seg[0].from) >> c->shift;
+        if (i >= c->nbucket)
+            return c->nseg - 1;
+        s = c->seg + c->bucket[i];
+        n = (size_t)(c->bucket[i + 1] - c->bucket[i]) + 1;
+    }
+    for (; n > 1; n -= n / 2)
         s = s[n / 2].from <= v ? s + n / 2 : s;
-    return s->from <= v ? (size_t)(s - c->seg) : c->nseg;
+    return (size_t)(s - c->seg);
 }
 
 /* The class's new value for v, a field of w bytes. */
@@ -722,6 +782,8 @@ static delta_status xform_tables(elfmap_xform *x)
         return DELTA_ENOMEM;
     for (size_t i = 0; i < x->m.n; i++) {
         class_map *c = &x->m.c[i];
+        if (index_class(c) != DELTA_OK)
+            return DELTA_ENOMEM;
         if ((c->cls & 7) == K_SECOFF)
             x->secoff[c->cls >> 3] = c;
         else

@@ -193,6 +193,44 @@ static void test_xform_symbol_names(void **state)
     free(b.p);
 }
 
+/* A class of many segments (the decoder indexes those in buckets), one far
+ * beyond every value: each symbol name gets the delta of the last segment
+ * at or below it, as a linear scan finds it. */
+static void test_xform_many_segments(void **state)
+{
+    (void)state;
+    buf b = module("nvme-core", "old");
+    sec st = section(&b, find_type(&b, 2 /* SHT_SYMTAB */));
+    enum { NSEG = 300 };
+    uint64_t from[NSEG], delta[NSEG];
+    uint8_t m[16 + NSEG * 20];
+    size_t n = put_varint(m, 1);
+    n += put_varint(m + n, 2); /* STRTAB */
+    n += put_varint(m + n, NSEG);
+    uint64_t seed = 7, prev_from = 0, prev_delta = 0;
+    for (size_t i = 0; i < NSEG; i++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        from[i] = i == NSEG - 1 ? (uint64_t)1 << 40 : 3 + 37 * i + (seed >> 60);
+        delta[i] = (uint64_t)(int64_t)((int64_t)(seed >> 40) - (1 << 23));
+        n += put_varint(m + n, from[i] - prev_from);
+        n += put_zvarint(m + n, (int64_t)(delta[i] - prev_delta));
+        prev_from = from[i];
+        prev_delta = delta[i];
+    }
+    buf t = transformed(&b, m, n);
+    size_t moved = 0;
+    for (uint64_t at = st.off + 24; at + 24 <= st.off + st.size; at += 24) {
+        uint64_t name = rd(b.p + at, 4), want = name;
+        for (size_t i = 0; name != 0 && i < NSEG && from[i] <= name; i++)
+            want = (name + delta[i]) & 0xffffffff;
+        assert_int_equal(rd(t.p + at, 4), want);
+        moved += want != name;
+    }
+    assert_true(moved > 100);
+    free(t.p);
+    free(b.p);
+}
+
 static void test_xform_relocations(void **state)
 {
     (void)state;
@@ -398,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_dmem),
         cmocka_unit_test(test_xform_symbol_names),
         cmocka_unit_test(test_xform_relocations),
+        cmocka_unit_test(test_xform_many_segments),
         cmocka_unit_test(test_xform_any_split),
         cmocka_unit_test(test_xform_bad_maps),
         cmocka_unit_test(test_working_memory),
