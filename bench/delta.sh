@@ -214,9 +214,12 @@ awk -v idle="$IDLE_KB" -v start="$START_MS" -v list="$(for n in "${PAIRS[@]}"; d
     split(rows[i], f, ":")
     split(count(1, f), a, " "); ne += a[1]; ns += a[2]; nr += a[3]
     if (f[5] >= 1048576) { split(count(0, f), a, " "); big++; we += a[1]; ws += a[2]; wr += a[3]
-      if (f[6] == "s-bsz") { bb++; be += a[1]; bs += a[2]; br += a[3] } }
+      if (f[6] == "s-bsz") { bb++; be += a[1]; bs += a[2]; br += a[3] }
+      if (f[6] == "s-auto") { split(count(1, f), a, " "); ab++; ae += a[1]; as += a[2]; ar += a[3] } }
   }
   printf "# net, sluice codecs x pairs: %d; enc_rss <= 10x: %d, dec >= 200 MB/s: %d, dec_rss <= 2x: %d\n",
     n, ne, ns, nr
   printf "# whole command, pairs >= 1 MiB: all codecs %d: %d, %d, %d; bsz %d: %d, %d, %d\n",
-    big, we, ws, wr, bb, be, bs, br }'
+    big, we, ws, wr, bb, be, bs, br
+  printf "# auto (the smallest codec; the default of delta create), pairs >= 1 MiB, net: %d pairs: enc_rss %d, dec speed %d, dec_rss %d\n",
+    ab, ae, as, ar }'
