@@ -40,7 +40,7 @@ if [ ! -f build-tsan/build.ninja ]; then
   meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
 ninja -C build-tsan tests/test_delta
-(cd tests && TSAN_OPTIONS="halt_on_error=1" ../build-tsan/tests/test_delta) | tee "$LOGS/tsan"
+(cd tests && TSAN_OPTIONS="halt_on_error=1" ../build-tsan/tests/test_delta 2>&1) | tee "$LOGS/tsan"
 
 echo "== fuzz targets (clang, libFuzzer)"
 if [ ! -f build-fuzz/build.ninja ]; then
