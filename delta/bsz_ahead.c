@@ -14,7 +14,12 @@
  * stream's raw length (its pages are touched only as bytes arrive) and
  * publishes how much is ready after every piece. The consumer reads from
  * the buffer up to the published length without locking; only when it
- * catches up does it wait on the condition variable. The thread ends at
+ * catches up does it wait on the condition variable. The thread stays at
+ * most a window (BSZ_AHEAD_WINDOW in the decoder) ahead of what the
+ * consumer has taken, which the consumer publishes as it goes, waking the
+ * thread only if it waits: a hostile stream that decodes to far more than
+ * the replay accepts costs no more than the window before the replay finds
+ * it out. The thread ends at
  * the end of the stream (after checking that the coder finished exactly
  * there, as bsz_reader_done does), on a corrupt payload, or when
  * bsz_ahead_free() cancels it; bsz_ahead_free() always joins it before
@@ -37,11 +42,14 @@ struct bsz_ahead {
     bsz_reader *src; /* the thread's alone until joined */
     uint8_t *buf;    /* dmem, len bytes */
     uint64_t len;
-    uint64_t pos;           /* consumer: next byte to hand out */
-    uint64_t seen;          /* consumer: ready as last read */
-    _Atomic uint64_t ready; /* bytes decoded, published after each piece */
-    pthread_mutex_t mu;     /* guards status and cancel, pairs with cv */
-    pthread_cond_t cv;
+    uint64_t window;          /* how far the thread may run ahead of the consumer */
+    uint64_t pos;             /* consumer: next byte to hand out */
+    uint64_t seen;            /* consumer: ready as last read */
+    _Atomic uint64_t ready;   /* bytes decoded, published after each piece */
+    _Atomic uint64_t taken;   /* pos, published by the consumer */
+    _Atomic int thread_waits; /* the thread waits for room in the window */
+    pthread_mutex_t mu;       /* guards status and cancel; with cv (data) and room */
+    pthread_cond_t cv, room;
     int status, cancel;
     pthread_t thread;
 };
@@ -64,11 +72,41 @@ static int cancelled(bsz_ahead *a)
     return c;
 }
 
+/* The thread: waits while it is a window ahead of the consumer; 0 if
+ * cancelled meanwhile. (thread_waits is set before the check and taken is
+ * set before the consumer reads thread_waits, both sequentially
+ * consistent, so either the thread sees the consumer's progress or the
+ * consumer sees it waiting and signals, under the lock it waits with.) */
+static int wait_for_room(bsz_ahead *a, uint64_t got)
+{
+    if (got - atomic_load(&a->taken) < a->window)
+        return 1;
+    pthread_mutex_lock(&a->mu);
+    atomic_store(&a->thread_waits, 1);
+    while (!a->cancel && got - atomic_load(&a->taken) >= a->window)
+        pthread_cond_wait(&a->room, &a->mu);
+    atomic_store(&a->thread_waits, 0);
+    int go = !a->cancel;
+    pthread_mutex_unlock(&a->mu);
+    return go;
+}
+
+/* The consumer: publishes how far it has read, waking the thread if it waits. */
+static void took(bsz_ahead *a)
+{
+    atomic_store(&a->taken, a->pos);
+    if (atomic_load(&a->thread_waits)) {
+        pthread_mutex_lock(&a->mu);
+        pthread_cond_signal(&a->room);
+        pthread_mutex_unlock(&a->mu);
+    }
+}
+
 static void *decode_thread(void *arg)
 {
     bsz_ahead *a = arg;
     uint64_t got = 0;
-    while (!cancelled(a)) {
+    while (!cancelled(a) && wait_for_room(a, got)) {
         const uint8_t *p;
         long n = bsz_reader_get(a->src, PIECE, &p);
         if (n < 0 || (uint64_t)n > a->len - got) {
@@ -86,7 +124,7 @@ static void *decode_thread(void *arg)
     return NULL;
 }
 
-bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len)
+bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len, uint64_t window)
 {
     if (raw_len > SIZE_MAX)
         return NULL;
@@ -96,11 +134,17 @@ bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len)
     a->buf = dmem_alloc((size_t)raw_len);
     a->src = r;
     a->len = raw_len;
+    a->window = window > PIECE ? window : PIECE;
     atomic_init(&a->ready, 0);
+    atomic_init(&a->taken, 0);
+    atomic_init(&a->thread_waits, 0);
     if (a->buf && pthread_mutex_init(&a->mu, NULL) == 0) {
         if (pthread_cond_init(&a->cv, NULL) == 0) {
-            if (pthread_create(&a->thread, NULL, decode_thread, a) == 0)
-                return a;
+            if (pthread_cond_init(&a->room, NULL) == 0) {
+                if (pthread_create(&a->thread, NULL, decode_thread, a) == 0)
+                    return a;
+                pthread_cond_destroy(&a->room);
+            }
             pthread_cond_destroy(&a->cv);
         }
         pthread_mutex_destroy(&a->mu);
@@ -138,6 +182,7 @@ long bsz_ahead_get(bsz_ahead *a, size_t want, const uint8_t **p)
         n = want;
     *p = a->buf + a->pos;
     a->pos += n;
+    took(a);
     return (long)n;
 }
 
@@ -151,6 +196,7 @@ int bsz_ahead_varint(bsz_ahead *a, uint64_t *v, int at_end_ok)
     if (n == 0 || varint_get(a->buf + a->pos, n < 10 ? (size_t)n : 10, &pos, v) != 0)
         return -1;
     a->pos += pos;
+    took(a);
     return 0;
 }
 
@@ -172,8 +218,10 @@ void bsz_ahead_free(bsz_ahead *a)
         return;
     pthread_mutex_lock(&a->mu);
     a->cancel = 1;
+    pthread_cond_signal(&a->room);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
+    pthread_cond_destroy(&a->room);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
     bsz_reader_free(a->src);

@@ -233,7 +233,7 @@ static void start_ahead(bsz_dec *d, int mode)
     for (int i = 0; i < d->nstreams; i++) {
         if (!worth_a_thread(d, i, mode))
             continue;
-        d->ahead[i] = bsz_ahead_start(d->r[i], d->s[i].raw_len);
+        d->ahead[i] = bsz_ahead_start(d->r[i], d->s[i].raw_len, BSZ_AHEAD_WINDOW);
         if (d->ahead[i])
             d->r[i] = NULL;
     }

@@ -109,9 +109,14 @@ void bsz_reader_free(bsz_reader *r);
 
 typedef struct bsz_ahead bsz_ahead;
 
+/* How far a decoding thread may run ahead of its consumer. */
+#define BSZ_AHEAD_WINDOW ((uint64_t)4 << 20)
+
 /* Starts a thread decoding all raw_len bytes of r, which it then owns (and
- * frees); NULL if it could not start, r then still being the caller's. */
-bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len);
+ * frees), staying at most window bytes (at least 32 KiB) ahead of what the
+ * consumer has taken; NULL if it could not start, r then still being the
+ * caller's. */
+bsz_ahead *bsz_ahead_start(bsz_reader *r, uint64_t raw_len, uint64_t window);
 /* As bsz_reader_get, bsz_reader_varint and bsz_reader_done, waiting for
  * the thread when the caller has caught up with it. */
 long bsz_ahead_get(bsz_ahead *a, size_t want, const uint8_t **p);

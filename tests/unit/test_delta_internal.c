@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "bsz_format.h"
 #include "elfmap.h"
 #include "internal.h"
 #include "tbuf.h"
@@ -231,6 +232,43 @@ static void test_xform_many_segments(void **state)
     free(b.p);
 }
 
+/* A stream decoded ahead with a window much smaller than the stream: the
+ * thread waits for the consumer again and again, the bytes arrive intact,
+ * and freeing it while it waits (or runs) joins it at once. Stored streams
+ * (method 0) stand in for compressed ones: the thread reads any reader. */
+static void test_ahead_window(void **state)
+{
+    (void)state;
+    enum { LEN = 600000 };
+    uint8_t *raw = malloc(LEN);
+    assert_non_null(raw);
+    for (size_t i = 0; i < LEN; i++)
+        raw[i] = (uint8_t)(i * 2654435761u >> 24);
+    for (int round = 0; round < 3; round++) {
+        bsz_reader *r;
+        assert_int_equal(bsz_reader_new(0, raw, LEN, LEN, 0, 27, &r), DELTA_OK);
+        bsz_ahead *a = bsz_ahead_start(r, LEN, 40000);
+        assert_non_null(a);
+        size_t got = 0, stop = round == 0 ? LEN : round == 1 ? 100000 : 0;
+        while (got < stop) {
+            const uint8_t *p;
+            long n = bsz_ahead_get(a, 777, &p);
+            assert_true(n > 0 && n <= 777);
+            assert_memory_equal(p, raw + got, (size_t)n);
+            got += (size_t)n;
+        }
+        if (round == 0) {
+            const uint8_t *p;
+            assert_int_equal(bsz_ahead_get(a, 1, &p), 0);
+            assert_true(bsz_ahead_done(a));
+        } else {
+            assert_false(bsz_ahead_done(a)); /* not all taken */
+        }
+        bsz_ahead_free(a);
+    }
+    free(raw);
+}
+
 static void test_xform_relocations(void **state)
 {
     (void)state;
@@ -437,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_xform_symbol_names),
         cmocka_unit_test(test_xform_relocations),
         cmocka_unit_test(test_xform_many_segments),
+        cmocka_unit_test(test_ahead_window),
         cmocka_unit_test(test_xform_any_split),
         cmocka_unit_test(test_xform_bad_maps),
         cmocka_unit_test(test_working_memory),
