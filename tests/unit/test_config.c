@@ -609,20 +609,13 @@ static void test_upstream_for(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_bool),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_good_file),
-        cmocka_unit_test(test_sample_file),
-        cmocka_unit_test(test_load_on_top),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bad_bytes),
-        cmocka_unit_test(test_too_many_upstreams),
-        cmocka_unit_test(test_unreadable),
-        cmocka_unit_test(test_set),
-        cmocka_unit_test(test_set_too_many),
-        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_bool),   cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_good_file),    cmocka_unit_test(test_sample_file),
+        cmocka_unit_test(test_load_on_top),  cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_bytes),    cmocka_unit_test(test_too_many_upstreams),
+        cmocka_unit_test(test_unreadable),   cmocka_unit_test(test_set),
+        cmocka_unit_test(test_set_too_many), cmocka_unit_test(test_validate),
         cmocka_unit_test(test_upstream_for),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
