@@ -39,8 +39,10 @@ echo "== delta unit tests under ThreadSanitizer"
 if [ ! -f build-tsan/build.ninja ]; then
   meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
-ninja -C build-tsan tests/test_delta
-(cd tests && TSAN_OPTIONS="halt_on_error=1" ../build-tsan/tests/test_delta 2>&1) | tee "$LOGS/tsan"
+ninja -C build-tsan tests/test_delta tests/test_delta_internal
+(cd tests && for t in test_delta test_delta_internal; do
+  TSAN_OPTIONS="halt_on_error=1" ../build-tsan/tests/$t 2>&1 || exit 1
+done) | tee "$LOGS/tsan"
 
 echo "== fuzz targets (clang, libFuzzer)"
 if [ ! -f build-fuzz/build.ninja ]; then
