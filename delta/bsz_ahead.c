@@ -45,6 +45,7 @@ struct bsz_ahead {
     uint64_t window;          /* how far the thread may run ahead of the consumer */
     uint64_t pos;             /* consumer: next byte to hand out */
     uint64_t seen;            /* consumer: ready as last read */
+    uint64_t published;       /* consumer: taken as last stored */
     _Atomic uint64_t ready;   /* bytes decoded, published after each piece */
     _Atomic uint64_t taken;   /* pos, published by the consumer */
     _Atomic int thread_waits; /* the thread waits for room in the window */
@@ -92,14 +93,26 @@ static int wait_for_room(bsz_ahead *a, uint64_t got)
 }
 
 /* The consumer: publishes how far it has read, waking the thread if it waits. */
-static void took(bsz_ahead *a)
+static void publish_taken(bsz_ahead *a)
 {
+    a->published = a->pos;
     atomic_store(&a->taken, a->pos);
     if (atomic_load(&a->thread_waits)) {
         pthread_mutex_lock(&a->mu);
         pthread_cond_signal(&a->room);
         pthread_mutex_unlock(&a->mu);
     }
+}
+
+/* After the consumer advanced: publishes every PIECE bytes (each is a
+ * sequentially consistent store; the consumer takes a few bytes at a time),
+ * and always before it waits (wait_for), so the two never wait for each
+ * other: the thread waits only a window (>= PIECE) ahead of the published
+ * position, the consumer only when fewer than 10 bytes are ready. */
+static void took(bsz_ahead *a)
+{
+    if (a->pos - a->published >= PIECE)
+        publish_taken(a);
 }
 
 static void *decode_thread(void *arg)
@@ -163,6 +176,7 @@ static uint64_t wait_for(bsz_ahead *a, uint64_t want)
     a->seen = atomic_load_explicit(&a->ready, memory_order_acquire);
     if (a->seen - a->pos >= want)
         return a->seen - a->pos;
+    publish_taken(a);
     pthread_mutex_lock(&a->mu);
     while ((a->seen = atomic_load_explicit(&a->ready, memory_order_acquire)) - a->pos < want &&
            a->status == RUNNING)
