@@ -180,17 +180,7 @@ check_objects() {
   done
 }
 
-cat > "$WORK/report.lua" <<'EOF'
--- wrk done hook: one machine-readable line (req/s, MB/s, p50 ms, p99 ms, non-2xx, socket errors, requests)
-done = function(summary, latency, requests)
-  local s = summary.duration / 1e6
-  local e = summary.errors
-  io.write(string.format("RESULT %.1f %.3f %.3f %.3f %d %d %d\n",
-    summary.requests / s, summary.bytes / s / 1e6,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
-end
-EOF
+wrk_lua "$WORK/report.lua"
 
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
@@ -210,13 +200,10 @@ for o in "${OBJECTS[@]}"; do
     for run in $(seq 1 "$RUNS"); do
       for server in $SERVERS; do
         port=$(port_of "$server")
-        out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 30s -H "Accept: $MT_MANIFEST" \
-                -s "$WORK/report.lua" "http://127.0.0.1:$port/v2/$REPO/$kind/$digest" 2>&1) || true
-        echo "$out" >>"$WORK/wrk-$server.log"
-        line=$(grep '^RESULT ' <<<"$out" | tail -1)
-        [ -n "$line" ] || { echo "$out" >&2; die "wrk failed for $server $name c=$c"; }
-        echo "$server $name $c $run ${line#RESULT }" >>"$RESULTS"
-        printf 'bench:   %-8s %-10s c=%-4s run %s: %s\n' "$server" "$name" "$c" "$run" "${line#RESULT }" >&2
+        r=$(wrk_result "$WORK/wrk-$server.log" "$c" "http://127.0.0.1:$port/v2/$REPO/$kind/$digest" \
+              "$server $name c=$c")
+        echo "$server $name $c $run $r" >>"$RESULTS"
+        printf 'bench:   %-8s %-10s c=%-4s run %s: %s\n' "$server" "$name" "$c" "$run" "$r" >&2
       done
     done
   done

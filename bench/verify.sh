@@ -197,16 +197,7 @@ done
 [ "$(status_of off "/v2/$REPO/manifests/unsigned")" = 200 ] || die "sluice (off) refused a manifest"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, all threads
-cat > "$WORK/report.lua" <<'EOF'
--- wrk done hook: one machine-readable line (req/s, p50 ms, p99 ms, non-2xx, socket errors, requests)
-done = function(summary, latency, requests)
-  local s = summary.duration / 1e6
-  local e = summary.errors
-  io.write(string.format("RESULT %.1f %.3f %.3f %d %d %d\n", summary.requests / s,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
-end
-EOF
+wrk_lua "$WORK/report.lua"
 echo "bench: wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS rounds, off/on alternating" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for kind in tag digest; do
@@ -214,14 +205,11 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$kind" = digest ] && ref=$MANIFEST_DIGEST
     for name in off on; do
       ticks=$(cpu_ticks "${PID[$name]}")
-      out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -H "Accept: $MT_MANIFEST" \
-              -s "$WORK/report.lua" "http://127.0.0.1:${PORT[$name]}/v2/$REPO/manifests/$ref" 2>&1) || true
-      echo "$out" >>"$WORK/wrk-$name.log"
-      line=$(grep '^RESULT ' <<<"$out" | tail -1)
-      [ -n "$line" ] || { echo "$out" >&2; die "wrk failed for $name $kind"; }
+      r=$(wrk_result "$WORK/wrk-$name.log" "$CONNS" \
+            "http://127.0.0.1:${PORT[$name]}/v2/$REPO/manifests/$ref" "$name $kind")
       ticks=$(($(cpu_ticks "${PID[$name]}") - ticks))
-      echo "WRK $kind $name $round ${line#RESULT } $ticks" >>"$RESULTS"
-      printf 'bench:   round %s %-6s %-3s %s\n' "$round" "$kind" "$name" "${line#RESULT }" >&2
+      echo "WRK $kind $name $round $r $ticks" >>"$RESULTS"
+      printf 'bench:   round %s %-6s %-3s %s\n' "$round" "$kind" "$name" "$r" >&2
     done
   done
 done
@@ -282,10 +270,11 @@ for line in open(path):
     elif f[0] == "VERIFY":
         verify.append((f[1], int(f[2]), float(f[3]), float(f[4]), f[5]))
     elif f[0] == "WRK":
-        n, ticks = int(f[9]), int(f[10])
+        # WRK kind name round req/s MB/s p50 p99 non-2xx errors requests ticks
+        n, ticks = int(f[10]), int(f[11])
         cpu_us = ticks / float(hz) * 1e6 / n if n else 0.0
         cells.setdefault((f[1], f[2]), []).append(
-            (float(f[4]), float(f[5]), float(f[6]), cpu_us, int(f[7]), int(f[8])))
+            (float(f[4]), float(f[6]), float(f[7]), cpu_us, int(f[8]), int(f[9])))
 names = {"key": "key (ECDSA P-256, openssl)", "key-rekor": "key + Rekor SET (cosign)",
          "keyless": "keyless Fulcio + Rekor (cosign)"}
 print()

@@ -22,6 +22,7 @@
  * end every stream must be exhausted and the output's CRC-64 must match.
  */
 #include <lzma.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -224,11 +225,24 @@ static int worth_a_thread(const bsz_dec *d, int i, int mode)
     return s->method != BSZ_M_ZSTD && s->raw_len >= AHEAD_MIN && s->raw_len <= d->h.target_len / 4;
 }
 
+/* Whether more than one CPU is online, asked once per process (glibc reads
+ * it from sysfs on every call; a daemon decodes many deltas). */
+static int several_cpus(void)
+{
+    static atomic_int known; /* 0 unknown, 1 one CPU, 2 several */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (k == 0) {
+        k = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    return k == 2;
+}
+
 /* Hands the streams worth it to threads of their own (see DELTA_AHEAD_*);
  * a stream whose thread cannot start is read in line. */
 static void start_ahead(bsz_dec *d, int mode)
 {
-    if (mode == DELTA_AHEAD_OFF || (mode == DELTA_AHEAD_AUTO && sysconf(_SC_NPROCESSORS_ONLN) < 2))
+    if (mode == DELTA_AHEAD_OFF || (mode == DELTA_AHEAD_AUTO && !several_cpus()))
         return;
     for (int i = 0; i < d->nstreams; i++) {
         if (!worth_a_thread(d, i, mode))

@@ -55,3 +55,32 @@ need() {
     command -v "$tool" >/dev/null || die "$tool not installed (bash scripts/install-deps.sh)"
   done
 }
+
+# wrk_lua FILE: the wrk script of the benchmarks; its done hook prints one
+# line: RESULT req/s MB/s p50_ms p99_ms non-2xx socket_errors requests
+wrk_lua() {
+  cat > "$1" <<'EOF'
+done = function(summary, latency, requests)
+  local s = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format("RESULT %.1f %.3f %.3f %.3f %d %d %d\n",
+    summary.requests / s, summary.bytes / s / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
+end
+EOF
+}
+
+# wrk_result LOG CONNS URL WHAT: runs wrk ($THREADS threads, $DURATION s,
+# Accept: $MT_MANIFEST, the script $WORK/report.lua from wrk_lua) against
+# URL, appends its output to LOG and prints the RESULT fields; dies naming
+# WHAT if wrk printed none (call it as x=$(wrk_result ...) under set -e)
+wrk_result() {
+  local out line
+  out=$(wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --timeout 30s -H "Accept: $MT_MANIFEST" \
+          -s "$WORK/report.lua" "$3" 2>&1) || true
+  echo "$out" >>"$1"
+  line=$(grep '^RESULT ' <<<"$out" | tail -1)
+  [ -n "$line" ] || { echo "$out" >&2; die "wrk failed for $4"; }
+  echo "${line#RESULT }"
+}

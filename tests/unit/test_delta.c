@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "delta.h"
+#include "internal.h" /* varint_put, put_le64: hand-made bsz deltas */
 #include "tbuf.h"
 
 static int buf_sink(void *arg, const void *p, size_t n)
@@ -616,15 +617,21 @@ static void test_bsz_header_fields(void **state)
     free_pair(&p);
 }
 
+/* The stored version 1 bsz delta of a pair (tests/data/deltas). */
+static buf load_v1(const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "data/deltas/%s.v1.bsz", name);
+    return slurp(path);
+}
+
 /* Version 1 deltas (dense DIFF) written by an earlier Sluice still decode. */
 static void test_bsz_version1_vectors(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof PAIRS / sizeof *PAIRS; i++) {
         pair p = load_pair(PAIRS[i]);
-        char path[256];
-        snprintf(path, sizeof path, "data/deltas/%s.v1.bsz", PAIRS[i]);
-        buf d = slurp(path);
+        buf d = load_v1(PAIRS[i]);
         assert_int_equal(d.p[8], 1);
         delta_options o = opts_for(p.sha);
         buf out = {0};
@@ -674,9 +681,7 @@ static void test_bsz_ahead_paths(void **state)
         assert_int_equal(decode_mode(&p.old, &d, DELTA_AHEAD_ALL, &out), DELTA_OK);
         assert_int_equal(out.len, p.neu.len);
         assert_memory_equal(out.p, p.neu.p, p.neu.len);
-        char path[256];
-        snprintf(path, sizeof path, "data/deltas/%s.v1.bsz", PAIRS[i]);
-        buf v1 = slurp(path);
+        buf v1 = load_v1(PAIRS[i]);
         assert_int_equal(decode_mode(&p.old, &v1, DELTA_AHEAD_ALL, &out), DELTA_OK);
         assert_memory_equal(out.p, p.neu.p, p.neu.len);
         for (size_t n = 0; n < d.len; n += d.len / 61 + 1) {
@@ -699,19 +704,8 @@ static void test_bsz_ahead_paths(void **state)
 
 static void put_varint(buf *b, uint64_t v)
 {
-    do {
-        uint8_t c = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            c |= 0x80;
-        buf_append(b, &c, 1);
-    } while (v);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    uint8_t tmp[10];
+    buf_append(b, tmp, varint_put(tmp, v));
 }
 
 /* A version 2 bsz delta whose seven streams are stored (method 0): one

@@ -127,20 +127,15 @@ static size_t find_type(const buf *f, uint32_t type)
     return 0;
 }
 
+/* Map bytes, with the library's own varint writer (internal.h). */
 static size_t put_varint(uint8_t *o, uint64_t v)
 {
-    size_t n = 0;
-    while (v >= 0x80) {
-        o[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    o[n++] = (uint8_t)v;
-    return n;
+    return varint_put(o, v);
 }
 
 static size_t put_zvarint(uint8_t *o, int64_t v)
 {
-    return put_varint(o, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+    return varint_put(o, zigzag(v));
 }
 
 /* The whole transformed base for map m[0..n). */
